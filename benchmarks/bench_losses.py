@@ -2,11 +2,11 @@
 
 Run on a quiet machine:  ``python benchmarks/bench_losses.py [--sizes 256x1000 256x40000]``
 
-Student logits are a float32 leaf (as a network's output would be); the teacher is a synthetic
-10-member ensemble whose members share a Zipf-like class profile plus member noise, so pi_bar
-has a realistic head and a long tail. Prints milliseconds (median of ``--repeat`` runs) and the
-ratio to ``end_loss`` and to ``F.cross_entropy``, for both loss backends (``eager`` torch
-special functions, ``compiled`` fused cores; ``auto`` picks compiled for >= 2**17 logits). The
+Student logits are a float32 leaf (as a network's output would be); the teacher is
+``pipeline.gradient_analysis.synthetic_ensemble`` (Zipf-like class profile plus member noise),
+so pi_bar has a realistic head and a long tail. Prints milliseconds (median of ``--repeat``
+runs) and the ratio to ``end_loss`` and to ``F.cross_entropy``, for both loss backends
+(``eager`` torch special functions, ``compiled`` fused cores; ``auto`` picks compiled for >= 2**17 logits). The
 first compiled call of each loss compiles (seconds; cached on disk) and is not timed.
 This measures and prints; it asserts nothing.
 """
@@ -29,16 +29,7 @@ from pipeline.dirichlet import (
     proxy_rkl_loss,
     teacher_stats,
 )
-
-
-def synthetic_teacher(b: int, m: int, k: int, seed: int = 0) -> torch.Tensor:
-    """``[B, M, K]`` float32 member log-probs: shared Zipf-like profile + member noise."""
-    g = torch.Generator().manual_seed(seed)
-    rank_profile = -1.2 * torch.log1p(torch.arange(k, dtype=torch.float32))
-    perm = torch.argsort(torch.rand(b, k, generator=g), dim=-1)
-    base = rank_profile[perm] + 4.0 * torch.randn(b, 1, 1, generator=g).abs().squeeze(-1)
-    members = base[:, None, :] + 0.7 * torch.randn(b, m, k, generator=g)
-    return torch.log_softmax(members, dim=-1)
+from pipeline.gradient_analysis import synthetic_ensemble
 
 
 def time_ms(fn, repeat: int) -> float:
@@ -52,7 +43,7 @@ def time_ms(fn, repeat: int) -> float:
 
 
 def bench(b: int, k: int, m: int, repeat: int) -> None:
-    member_lp = synthetic_teacher(b, m, k)
+    member_lp = synthetic_ensemble(b, k, members=m).float()
     t_stats = time_ms(lambda: teacher_stats(member_lp), repeat)
     stats = teacher_stats(member_lp)
     labels = stats.mean_probs.argmax(-1)

@@ -225,13 +225,16 @@ class TeacherStats:
         num_members: int,
         *,
         floored_mean_log_probs: Tensor | None = None,
+        rmi: Tensor | None = None,
         temperature: float = 1.0,
         smoothing: float = 0.0,
     ) -> TeacherStats:
         """Statistics from cached ``pi_bar``/``l_bar`` ``[B, K]`` (no member axis needed).
 
         Inputs may be half precision: they are cast to float64, ``pi_bar`` is re-normalised to
-        sum to one and ``l_bar`` floored at ``LOG_PROB_FLOOR``; RMI is recomputed from them.
+        sum to one and ``l_bar`` floored at ``LOG_PROB_FLOOR``. Pass the ``rmi [B]`` computed
+        at caching time (in float64 from the members) when the cache is half precision:
+        recomputing it from rounded ``pi_bar``/``l_bar`` loses its small values.
         """
         _check_matrix("mean_probs", mean_probs)
         _check_matrix("mean_log_probs", mean_log_probs)
@@ -256,10 +259,16 @@ class TeacherStats:
             raise ValueError("mean_probs has a row that does not sum to a positive finite number")
         pbar = pbar / total
         lbar = mean_log_probs.to(_F64).clamp_min(LOG_PROB_FLOOR)
+        if rmi is None:
+            rmi = _rmi(pbar, lbar)
+        elif rmi.shape != pbar.shape[:1]:
+            raise ValueError(f"rmi has shape {tuple(rmi.shape)}, expected ({pbar.shape[0]},)")
+        else:
+            rmi = rmi.to(_F64).clamp_min(0.0)
         return cls(
             mean_probs=pbar,
             mean_log_probs=lbar,
-            rmi=_rmi(pbar, lbar),
+            rmi=rmi,
             num_members=int(num_members),
             floored_mean_log_probs=floored_mean_log_probs,
             temperature=_check_positive("temperature", temperature),

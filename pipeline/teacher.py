@@ -1,0 +1,237 @@
+"""Teacher-prediction cache (``rule cache_teacher``): every member run once over every split.
+
+Per split, ``<split>.safetensors`` holds
+  * ``mean_probs``, ``mean_log_probs``, ``floored_mean_log_probs`` ``[N, K]`` in the configured
+    dtype (float16 by default): the sufficient statistics of every loss (method.md's note);
+  * ``rmi`` and ``data_uncertainty`` (mean member entropy) ``[N]`` float32, computed in float64
+    from the members, so the proxy target and every ensemble uncertainty measure are exact
+    without the member axis;
+  * ``member_log_probs`` ``[N, M, K]`` float16 for the evaluation splits (single-member metrics)
+    and, if configured, for ``train`` (EnD2 temperature annealing needs them);
+  * ``labels``, ``ids``.
+``manifest.json`` records N, K, M, member ids, sha256 of every member file and cache file, the
+data manifest's checksum, sizes on disk and the size a naive float32 ``[N, M, K]`` store would
+take. :func:`load_split` rejects a cache that does not match its data or members.
+
+Run by hand::
+
+    python -m pipeline.teacher --data results/data --members m0.safetensors m1.safetensors \
+        --seeds 0 1 --out results/teacher --config-json '{"dtype": "float16"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from pipeline import __version__
+from pipeline import data as D
+from pipeline.dirichlet import TeacherStats, teacher_stats
+from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_json, sha256_file
+from pipeline.models import build_model
+from pipeline.train import predict_log_probs, select_device, set_threads
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+EVAL_ONLY_SPLITS = ("test",)  # plus every ood_* and shift split
+
+
+class CacheMismatchError(ValueError):
+    """The cache was built from other data or other members: it must be rebuilt."""
+
+
+def load_member(path: str | Path) -> torch.nn.Module:
+    meta = read_json(Path(path).with_suffix(".json"))
+    model = build_model(meta["config"]["model"], int(meta["num_classes"]), int(meta["in_channels"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def _stats_chunks(member_lp: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    out: dict[str, list] = {k: [] for k in ("pbar", "lbar", "floored", "rmi", "du")}
+    for i in range(0, member_lp.shape[0], chunk):
+        lp = member_lp[i : i + chunk]
+        s = teacher_stats(lp)
+        p = lp.double().exp()
+        out["pbar"].append(s.mean_probs)
+        out["lbar"].append(s.mean_log_probs)
+        out["floored"].append(s.floored_mean_log_probs)
+        out["rmi"].append(s.rmi)
+        out["du"].append(-(torch.xlogy(p, p)).sum(-1).mean(1))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def build_cache(
+    data_dir: str | Path,
+    member_files: list[str | Path],
+    seeds: list[int],
+    out_dir: str | Path,
+    cfg: dict,
+    log=print,
+) -> dict:
+    """Run the members over every prepared split and write the cache + manifest."""
+    if len(member_files) != len(seeds):
+        raise ValueError(f"{len(member_files)} member files but {len(seeds)} seeds")
+    dtype = DTYPES.get(cfg.get("dtype", "float16"))
+    if dtype is None:
+        raise ValueError(f"teacher.dtype must be one of {sorted(DTYPES)}, got {cfg.get('dtype')!r}")
+    device = select_device(cfg.get("device", "auto"))
+    data_manifest = D.load_manifest(data_dir)
+    models = [load_member(f) for f in member_files]
+    out_dir = Path(out_dir)
+    manifest = {
+        "num_classes": int(data_manifest["num_classes"]),
+        "num_members": len(models),
+        "member_seeds": [int(s) for s in seeds],
+        "member_sha256": [sha256_file(f) for f in member_files],
+        "data_manifest": fingerprint(data_manifest["splits"]),
+        "config": cfg,
+        "code_version": __version__,
+        "splits": {},
+    }
+    for split in data_manifest["splits"]:
+        d = D.load_split(data_dir, split)
+        lp = torch.stack(
+            [
+                predict_log_probs(m, d["images"], int(cfg.get("batch_size", 1024)), device)
+                for m in models
+            ],
+            dim=1,
+        )  # [N, M, K] float32
+        st = _stats_chunks(lp)
+        tensors = {
+            "mean_probs": st["pbar"].to(dtype),
+            "mean_log_probs": st["lbar"].to(dtype),
+            "floored_mean_log_probs": st["floored"].to(dtype),
+            "rmi": st["rmi"].float(),
+            "data_uncertainty": st["du"].float(),
+            "labels": d["labels"],
+            "ids": d["ids"],
+        }
+        keep_members = split != "train" or bool(cfg.get("store_train_members", False))
+        if keep_members:
+            tensors["member_log_probs"] = lp.to(torch.float16)
+        path = out_dir / f"{split}.safetensors"
+        atomic_save(tensors, path)
+        n, m, k = lp.shape
+        manifest["splits"][split] = {
+            "file": path.name,
+            "n": n,
+            "ids_sha256": fingerprint(d["ids"].tolist()),
+            "data_sha256": data_manifest["splits"][split]["sha256"],
+            "has_members": keep_members,
+            "bytes": path.stat().st_size,
+            "naive_float32_bytes": n * m * k * 4,
+            "sha256": sha256_file(path),
+        }
+        log(
+            f"{split:10s} n={n:6d} {path.stat().st_size / 1e6:8.2f} MB "
+            f"(naive float32 [N,M,K]: {n * m * k * 4 / 1e6:.2f} MB)"
+        )
+    atomic_write_text(json.dumps(manifest, indent=2), out_dir / "manifest.json")
+    return manifest
+
+
+def validate(
+    cache_dir: str | Path,
+    data_dir: str | Path | None = None,
+    member_files: list[str | Path] | None = None,
+) -> dict:
+    """The cache manifest, after checking it against the data and the member files."""
+    cache_dir = Path(cache_dir)
+    manifest = read_json(cache_dir / "manifest.json")
+    if data_dir is not None:
+        data_manifest = D.load_manifest(data_dir)
+        if fingerprint(data_manifest["splits"]) != manifest["data_manifest"]:
+            raise CacheMismatchError(
+                f"teacher cache {cache_dir} was built from other data than {data_dir} "
+                "(data manifest checksum differs): rebuild it (rule cache_teacher)"
+            )
+        for split, entry in manifest["splits"].items():
+            have = data_manifest["splits"].get(split)
+            if have is None or have["n"] != entry["n"] or have["sha256"] != entry["data_sha256"]:
+                raise CacheMismatchError(
+                    f"teacher cache split {split!r} (n={entry['n']}) does not match the data "
+                    f"split ({'missing' if have is None else 'n=' + str(have['n'])})"
+                )
+        if int(data_manifest["num_classes"]) != int(manifest["num_classes"]):
+            raise CacheMismatchError(
+                f"teacher cache has K={manifest['num_classes']} classes, data has "
+                f"K={data_manifest['num_classes']}"
+            )
+    if member_files is not None:
+        shas = [sha256_file(f) for f in member_files]
+        if shas != manifest["member_sha256"]:
+            raise CacheMismatchError(
+                f"teacher cache {cache_dir} was built from other members ({manifest['num_members']}"
+                f" cached, {len(shas)} given, checksums differ): rebuild it"
+            )
+    return manifest
+
+
+def load_split(
+    cache_dir: str | Path, split: str, *, verify: bool = True
+) -> dict[str, torch.Tensor]:
+    """One cached split, checked against the manifest (file checksum, N, K, M, ids)."""
+    cache_dir = Path(cache_dir)
+    manifest = read_json(cache_dir / "manifest.json")
+    entry = manifest["splits"].get(split)
+    if entry is None:
+        raise KeyError(f"split {split!r} is not cached in {cache_dir}")
+    path = cache_dir / entry["file"]
+    if verify and sha256_file(path) != entry["sha256"]:
+        raise CacheMismatchError(f"{path} does not match the sha256 in its manifest")
+    t = load_file(str(path))
+    n, k, m = entry["n"], manifest["num_classes"], manifest["num_members"]
+    if t["mean_probs"].shape != (n, k):
+        raise CacheMismatchError(
+            f"{path}: mean_probs has shape {tuple(t['mean_probs'].shape)}, manifest says ({n}, {k})"
+        )
+    if "member_log_probs" in t and t["member_log_probs"].shape != (n, m, k):
+        raise CacheMismatchError(
+            f"{path}: member_log_probs has shape {tuple(t['member_log_probs'].shape)}, "
+            f"manifest says ({n}, {m}, {k})"
+        )
+    if fingerprint(t["ids"].tolist()) != entry["ids_sha256"]:
+        raise CacheMismatchError(f"{path}: example ids differ from the manifest")
+    return t
+
+
+def stats_from_cache(
+    t: dict[str, torch.Tensor], num_members: int, idx: torch.Tensor | slice = slice(None)
+) -> TeacherStats:
+    """:class:`TeacherStats` for rows ``idx`` of a cached split (no member axis needed)."""
+    return TeacherStats.from_cache(
+        t["mean_probs"][idx],
+        t["mean_log_probs"][idx],
+        num_members,
+        floored_mean_log_probs=t["floored_mean_log_probs"][idx],
+        rmi=t["rmi"][idx],
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Cache teacher predictions (rule cache_teacher)")
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--members", required=True, nargs="+")
+    ap.add_argument("--seeds", required=True, nargs="+", type=int)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--config-json", default="{}")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    build_cache(
+        args.data,
+        args.members,
+        args.seeds,
+        args.out,
+        json.loads(args.config_json),
+        log=lambda s: print(s, flush=True),
+    )
+
+
+if __name__ == "__main__":
+    main()
