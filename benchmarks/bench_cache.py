@@ -36,8 +36,11 @@ LOSSES = {"end": end_loss, "end2": end2_loss, "pd_end2": proxy_rkl_loss, "pd_fkl
 
 def store(stats: TeacherStats, dtype: torch.dtype) -> TeacherStats:
     return TeacherStats.from_cache(
-        stats.mean_probs.to(dtype), stats.mean_log_probs.to(dtype), stats.num_members,
-        floored_mean_log_probs=stats.floored_mean_log_probs.to(dtype), rmi=stats.rmi.float(),
+        stats.mean_probs.to(dtype),
+        stats.mean_log_probs.to(dtype),
+        stats.num_members,
+        floored_mean_log_probs=stats.floored_mean_log_probs.to(dtype),
+        rmi=stats.rmi.float(),
     )
 
 
@@ -58,14 +61,19 @@ def main() -> None:
     args = ap.parse_args()
     m = args.members
     print(f"N={args.n} M={m}; bytes per example; max relative loss error vs exact float64")
-    print(f"{'K':>6s} {'store':8s} {'bytes/ex':>10s} {'x smaller':>9s} "
-          + " ".join(f"{n:>9s}" for n in LOSSES))
+    print(
+        f"{'K':>6s} {'store':8s} {'bytes/ex':>10s} {'x smaller':>9s} "
+        + " ".join(f"{n:>9s}" for n in LOSSES)
+    )
     for k in args.ks:
         lp = synthetic_ensemble(args.n, k, members=m)
         exact = teacher_stats(lp)
         g = torch.Generator().manual_seed(3)
-        z = torch.log(exact.mean_probs) + 3.0 + 0.5 * torch.randn(args.n, k, generator=g,
-                                                                 dtype=torch.float64)
+        z = (
+            torch.log(exact.mean_probs)
+            + 3.0
+            + 0.5 * torch.randn(args.n, k, generator=g, dtype=torch.float64)
+        )
         naive = teacher_stats(lp.float())
         naive_bytes = m * k * 4
         rows = [("naive", naive_bytes, naive)]
@@ -73,8 +81,10 @@ def main() -> None:
             rows.append((name, 3 * k * size + 4, store(exact, dt)))
         for name, nbytes, st in rows:
             err = loss_errors(exact, st, z)
-            print(f"{k:6d} {name:8s} {nbytes:10d} {naive_bytes / nbytes:9.2f} "
-                  + " ".join(f"{err[n]:9.2e}" for n in LOSSES))
+            print(
+                f"{k:6d} {name:8s} {nbytes:10d} {naive_bytes / nbytes:9.2f} "
+                + " ".join(f"{err[n]:9.2e}" for n in LOSSES)
+            )
 
 
 if __name__ == "__main__":

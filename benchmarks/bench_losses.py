@@ -7,7 +7,8 @@ Student logits are a float32 leaf (as a network's output would be); the teacher 
 so pi_bar has a realistic head and a long tail. Prints milliseconds (median of ``--repeat``
 runs) and the ratio to ``end_loss`` and to ``F.cross_entropy``, for both loss backends
 (``eager`` torch special functions, ``compiled`` fused cores; ``auto`` picks compiled for
->= 2**17 logits). The first compiled call of each loss compiles (seconds; cached on disk) and is not timed.
+>= 2**17 logits). The first compiled call of each loss compiles (seconds; cached on disk)
+and is not timed.
 This measures and prints; it asserts nothing.
 """
 
