@@ -221,6 +221,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--config-json", default="{}")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     args = ap.parse_args()
     set_threads(args.threads)
     build_cache(
@@ -228,7 +229,7 @@ def main() -> None:
         args.members,
         args.seeds,
         args.out,
-        json.loads(args.config_json),
+        {**json.loads(args.config_json), "device": args.device},
         log=lambda s: print(s, flush=True),
     )
 

@@ -267,7 +267,8 @@ def train_member(
         y = val["labels"]
         return {"val_acc": metrics.accuracy(p, y), "val_nll": metrics.nll(p, y)}
 
-    fp = fingerprint({"cfg": cfg, "seed": seed, "data": manifest["splits"]["train"]["sha256"]})
+    cfg_fp = {k: v for k, v in cfg.items() if k != "device"}
+    fp = fingerprint({"cfg": cfg_fp, "seed": seed, "data": manifest["splits"]["train"]["sha256"]})
     history = fit(
         model,
         train["images"],
@@ -305,12 +306,13 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--ckpt", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     args = ap.parse_args()
     set_threads(args.threads)
     try:
         train_member(
             args.data,
-            json.loads(args.config_json),
+            {**json.loads(args.config_json), "device": args.device},
             args.seed,
             args.out,
             args.ckpt,

@@ -1,0 +1,16 @@
+# proxy-end2: ensemble -> teacher cache -> EnD / EnD2 / PD-EnD2 students -> metrics -> report.
+#   snakemake --cores 2                                  default experiment (config/config.yaml)
+#   snakemake --cores 2 --configfile config/smoke.yaml   one-minute smoke run
+#   snakemake --profile profiles/slurm                   on a SLURM cluster
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/teacher.smk"
+
+
+rule all:
+    input:
+        f"{R}/teacher/manifest.json",

@@ -1,0 +1,20 @@
+rule prepare_data:
+    """Read the raw data once, carve train/val/test, build the OOD and shifted sets."""
+    input:
+        code("data"),
+    output:
+        manifest=f"{R}/data/manifest.json",
+        splits=data_files(),
+    params:
+        cfg=as_json({"dataset": config["dataset"], "ood": config["ood"]}),
+        out=f"{R}/data",
+    log:
+        f"{R}/logs/prepare_data.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_data.tsv"
+    threads: 1
+    resources:
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    shell:
+        "python -m pipeline.data --config-json {params.cfg:q} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,28 @@
+rule cache_teacher:
+    """Run every member once over every split; store their statistics (students read only this)."""
+    input:
+        code("data", "models", "train", "dirichlet", "special", "teacher"),
+        manifest=f"{R}/data/manifest.json",
+        splits=data_files(),
+        members=member_files(),
+    output:
+        manifest=f"{R}/teacher/manifest.json",
+        splits=teacher_files(),
+    params:
+        cfg=as_json(teacher_config()),
+        data=f"{R}/data",
+        out=f"{R}/teacher",
+        seeds=" ".join(map(str, MEMBER_SEEDS)),
+    log:
+        f"{R}/logs/cache_teacher.log",
+    benchmark:
+        f"{R}/benchmarks/cache_teacher.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+        gpu=GPU,
+    shell:
+        "python -m pipeline.teacher --data {params.data} --members {input.members}"
+        " --seeds {params.seeds} --out {params.out} --config-json {params.cfg:q}"
+        " --device " + DEVICE + " --threads {threads} > {log} 2>&1"
