@@ -9,8 +9,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         f"{R}/teacher/manifest.json",
+        f"{R}/tables/metrics_tidy.csv",

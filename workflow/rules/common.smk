@@ -4,6 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from pipeline.distill import needs_members
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -49,15 +51,11 @@ def member_config(seed):
     return cfg
 
 
-def anneals_temperature():
-    t = config["students"]["methods"].get("end2", {}).get("temperature", {})
-    return float(t.get("initial", 1.0)) != 1.0
-
-
 def teacher_config():
     t = dict(config.get("teacher", {}))
-    # EnD2 with a temperature schedule re-tempers members: it needs their train log-probs
-    t["store_train_members"] = bool(t.get("store_train_members", False)) or anneals_temperature()
+    # EnD2 with a temperature schedule or smoothing re-tempers members: needs their log-probs
+    needed = any(needs_members(m, o) for m, o in config["students"]["methods"].items())
+    t["store_train_members"] = bool(t.get("store_train_members", False)) or needed
     return t
 
 
@@ -79,3 +77,19 @@ def teacher_files():
 
 def member_files():
     return expand(f"{R}/members/seed{{seed}}/model.safetensors", seed=MEMBER_SEEDS)
+
+
+SYSTEMS = (
+    [f"member-{s}" for s in MEMBER_SEEDS]
+    + ["ensemble"]
+    + [f"{m}-seed{s}" for m in METHODS for s in STUDENT_SEEDS]
+)
+TABLES = ["main", "prr", "ood", "shift"]
+
+
+def system_model(wc):
+    """The student weights a system needs (members and the ensemble read the cache only)."""
+    if wc.system.startswith("member-") or wc.system == "ensemble":
+        return []
+    method, seed = wc.system.rsplit("-seed", 1)
+    return [f"{R}/students/{method}/seed{seed}/model.safetensors"]

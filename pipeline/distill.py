@@ -1,0 +1,242 @@
+"""Students (``rule distill``): EnD, EnD2, PD-EnD2 and the forward-KL ablation, from the cache.
+
+Every method uses the same architecture, optimiser, schedule and budget (the ``students``
+config slice); only the loss differs. Students read the teacher cache only — no member is run.
+
+* ``end``      KL[pi_bar || softmax(z)]
+* ``end2``     Dirichlet NLL of the members; options ``model_offset`` (0), ``smoothing``
+               (central, gamma), ``temperature`` {initial, hold_epochs, anneal_epochs}: hold
+               T = initial, then decay linearly to 1 (needs the cached train member log-probs)
+* ``pd_end2``  KL[Dir(alpha) || Dir(pi_bar beta_0 + 1)] / beta_0; options ``model_offset``,
+               ``target_offset``
+* ``pd_fkl``   KL[Dir(beta) || Dir(alpha)]
+
+Run by hand::
+
+    python -m pipeline.distill --data results/data --teacher results/teacher --seed 0 \
+        --config-json '{"method": "pd_end2", "options": {}, ...}' --out s.safetensors --ckpt c.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pipeline import data as D
+from pipeline import dirichlet as Dir
+from pipeline import metrics
+from pipeline import teacher as T
+from pipeline.io import fingerprint, save_model
+from pipeline.models import build_model, count_parameters
+from pipeline.train import (
+    Interrupted,
+    fit,
+    select_device,
+    set_threads,
+    write_history,
+)
+
+METHODS = ("end", "end2", "pd_end2", "pd_fkl")
+
+
+def temperature_at(epoch: int, schedule: dict | None) -> float:
+    """EnD2 temperature for 0-based ``epoch``: ``initial`` for ``hold_epochs``, then linear to 1
+    over ``anneal_epochs`` (reaching 1 at the last annealing epoch), then 1."""
+    if not schedule:
+        return 1.0
+    t0 = float(schedule.get("initial", 1.0))
+    hold, anneal = int(schedule.get("hold_epochs", 0)), int(schedule.get("anneal_epochs", 0))
+    if epoch < hold:
+        return t0
+    if anneal <= 0:
+        return 1.0
+    frac = min(1.0, (epoch - hold + 1) / anneal)
+    return t0 + (1.0 - t0) * frac
+
+
+def needs_members(method: str, options: dict) -> bool:
+    """EnD2 with temperature != 1 or smoothing needs per-member log-probs (not just pi_bar)."""
+    if method != "end2":
+        return False
+    return (
+        float(options.get("smoothing", 0.0)) > 0
+        or temperature_at(0, options.get("temperature")) != 1.0
+    )
+
+
+def make_loss(
+    method: str,
+    options: dict,
+    cache: dict[str, torch.Tensor],
+    num_members: int,
+    device: torch.device,
+) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """``loss(logits [b, K], idx [b], epoch)`` for ``method``, reading the cached statistics."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if needs_members(method, options) and "member_log_probs" not in cache:
+        raise ValueError(
+            "end2 with temperature annealing or smoothing needs the train member log-probs in "
+            "the teacher cache: set teacher.store_train_members: true"
+        )
+    cache = {k: v.to(device) for k, v in cache.items()}
+
+    def stats(idx: torch.Tensor, epoch: int) -> Dir.TeacherStats:
+        if needs_members(method, options):
+            return Dir.teacher_stats(
+                cache["member_log_probs"][idx],
+                temperature=temperature_at(epoch, options.get("temperature")),
+                smoothing=float(options.get("smoothing", 0.0)),
+            )
+        return T.stats_from_cache(cache, num_members, idx)
+
+    m_off = float(options.get("model_offset", 0.0 if method == "end2" else 1.0))
+    t_off = float(options.get("target_offset", 1.0))
+
+    def loss(logits: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        s = stats(idx.to(device), epoch)
+        if method == "end":
+            return Dir.end_loss(logits, s)
+        if method == "end2":
+            return Dir.end2_loss(logits, s, model_offset=m_off)
+        if method == "pd_end2":
+            return Dir.proxy_rkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
+        return Dir.proxy_fkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
+
+    return loss
+
+
+def distill(
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    cfg: dict,
+    seed: int,
+    out: str | Path,
+    ckpt: str | Path,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train one student with ``cfg["method"]`` and ``cfg["options"]``; returns the history."""
+    manifest = T.validate(cache_dir, data_dir)
+    method, options = cfg["method"], cfg.get("options", {})
+    train_images = D.load_split(data_dir, "train")["images"]
+    cache_train = T.load_split(cache_dir, "train")
+    cache_val = T.load_split(cache_dir, "val")
+    val_images = D.load_split(data_dir, "val")["images"]
+    k, m = int(manifest["num_classes"]), int(manifest["num_members"])
+    in_ch = 1 if train_images.ndim == 3 else int(train_images.shape[1])
+    torch.manual_seed(seed)
+    model = build_model(cfg["model"], k, in_ch)
+    device = select_device(cfg.get("device", "auto"))
+    log(
+        f"student method={method} options={options} seed={seed} params={count_parameters(model)}"
+        f" device={device} teacher members={m}"
+    )
+    loss = make_loss(method, options, cache_train, m, device)
+    val_stats = T.stats_from_cache(cache_val, m)
+    val_loss = make_loss(
+        method,
+        {**options, "temperature": None, "smoothing": 0.0},
+        {k_: v for k_, v in cache_val.items() if k_ != "member_log_probs"},
+        m,
+        torch.device("cpu"),
+    )
+
+    def eval_fn(model, epoch):
+        raw = predict_logits(model, val_images, device)  # the student's logits z
+        p = torch.softmax(raw.double(), -1)  # point prediction softmax(z)
+        y = cache_val["labels"]
+        return {
+            "val_acc": metrics.accuracy(p, y),
+            "val_nll": metrics.nll(p, y),
+            "val_agreement": float((p.argmax(1) == val_stats.mean_probs.argmax(1)).double().mean()),
+            "val_loss": float(val_loss(raw, torch.arange(len(y)), 0)),  # T = 1, no smoothing
+            "val_log_precision": float(torch.logsumexp(raw.double(), -1).mean()),  # ln sum exp z
+        }
+
+    cfg_fp = {k_: v for k_, v in cfg.items() if k_ != "device"}
+    fp = fingerprint(
+        {
+            "cfg": cfg_fp,
+            "seed": seed,
+            "teacher": manifest["member_sha256"],
+            "data": manifest["data_manifest"],
+        }
+    )
+    history = fit(
+        model,
+        train_images,
+        loss,
+        cfg,
+        seed=seed,
+        ckpt_path=ckpt,
+        fp=fp,
+        eval_fn=eval_fn,
+        device=device,
+        log=log,
+    )
+    save_model(
+        model.cpu(),
+        out,
+        {
+            "role": "student",
+            "method": method,
+            "options": options,
+            "seed": seed,
+            "config": cfg,
+            "num_classes": k,
+            "in_channels": in_ch,
+            "history": history,
+            "teacher_member_sha256": manifest["member_sha256"],
+        },
+    )
+    write_history(history, Path(out).with_name("history.csv"))
+    return history
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """Raw float32 logits ``[N, K]`` (the Dirichlet needs them, not just the softmax)."""
+    model.eval().to(device)
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        out.append(model(D.to_float(images[i : i + batch_size]).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Distil one student (rule distill)")
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--teacher", required=True, type=Path)
+    ap.add_argument("--seed", required=True, type=int)
+    ap.add_argument("--config-json", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--ckpt", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    set_threads(args.threads)
+    cfg = {**json.loads(args.config_json), "device": args.device}
+    try:
+        distill(
+            args.data,
+            args.teacher,
+            cfg,
+            args.seed,
+            args.out,
+            args.ckpt,
+            log=lambda s: print(s, flush=True),
+        )
+    except Interrupted as err:
+        print(err, flush=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+rule evaluate:
+    """Metrics, uncertainty measures, PRR, OOD detection and shift robustness of one system."""
+    input:
+        code("data", "models", "train", "metrics", "dirichlet", "special", "teacher", "distill",
+             "uncertainty", "evaluate"),
+        data=f"{R}/data/manifest.json",
+        splits=data_files(),
+        teacher=f"{R}/teacher/manifest.json",
+        cache=teacher_files(),
+        model=system_model,
+    output:
+        metrics=f"{R}/eval/{{system}}/metrics.csv",
+        arrays=f"{R}/eval/{{system}}/per_example.safetensors",
+    params:
+        cfg=as_json(config["evaluation"]),
+        data=f"{R}/data",
+        teacher=f"{R}/teacher",
+        out=f"{R}/eval/{{system}}",
+        model=lambda wc, input: f"--model {input.model}" if input.model else "",
+    wildcard_constraints:
+        system=r"member-\d+|ensemble|[a-z0-9_]+-seed\d+",
+    log:
+        f"{R}/logs/evaluate/{{system}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{system}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+        gpu=GPU,
+    shell:
+        "python -m pipeline.evaluate system --system {wildcards.system} --data {params.data}"
+        " --teacher {params.teacher} {params.model} --out {params.out}"
+        " --config-json {params.cfg:q} --device " + DEVICE + " --threads {threads} > {log} 2>&1"
+
+
+rule aggregate:
+    """Tidy metrics of every system -> tables (mean ± std over seeds) in CSV, Markdown, LaTeX."""
+    input:
+        code("evaluate"),
+        metrics=expand(f"{R}/eval/{{system}}/metrics.csv", system=SYSTEMS),
+    output:
+        tidy=f"{R}/tables/metrics_tidy.csv",
+        tables=expand(f"{R}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]),
+    params:
+        out=f"{R}/tables",
+    log:
+        f"{R}/logs/aggregate.log",
+    shell:
+        "python -m pipeline.evaluate aggregate --metrics {input.metrics} --out {params.out}"
+        " > {log} 2>&1"
