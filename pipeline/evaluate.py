@@ -112,7 +112,7 @@ def evaluate(
     out_dir: Path,
     model_path: Path | None = None,
     ece_bins: int = 10,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
 ) -> pd.DataFrame:
     device = device or torch.device("cpu")
     data_manifest = D.load_manifest(data_dir)
