@@ -5,15 +5,20 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         f"{R}/teacher/manifest.json",
         f"{R}/tables/metrics_tidy.csv",
+        rules.figures.output,

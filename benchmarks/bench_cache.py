@@ -6,12 +6,13 @@ per-example relative error of every loss computed from each store against the ex
 statistics of the members:
 
 * naive   member log-probs ``[N, M, K]`` float32 (what a cache without statistics keeps);
-* stats16 ``pi_bar``, ``l_bar``, ``mean ln(pi + eps)`` ``[N, K]`` float16 + exact RMI ``[N]``
-  (the pipeline's default ``teacher.dtype: float16``);
+* stats16 ``pi_bar`` and the gaps of ``l_bar``, ``mean ln(pi + eps)`` to ``ln(pi_bar + eps)``,
+  ``[N, K]`` float16, + exact RMI ``[N]`` (the pipeline's default ``teacher.dtype: float16``);
 * stats32 the same in float32.
 
-The accepted tolerance for the float16 store (tests/test_teacher.py) is 5e-3 relative error per
-example on every loss (measured: <= 2.4e-3 at K = 10, <= 5e-4 at K >= 1000).
+Error metric: ``|L_store - L_exact| / max(|L_exact|, 1)`` per example (relative above 1 nat,
+absolute below: EnD2's NLL crosses zero). The accepted tolerance for the float16 store
+(tests/test_teacher.py) is 5e-3 on every loss.
 This measures and prints; it asserts nothing.
 """
 
@@ -30,18 +31,17 @@ from pipeline.dirichlet import (
     teacher_stats,
 )
 from pipeline.gradient_analysis import synthetic_ensemble
+from pipeline.teacher import encode_stats, stats_from_cache
 
 LOSSES = {"end": end_loss, "end2": end2_loss, "pd_end2": proxy_rkl_loss, "pd_fkl": proxy_fkl_loss}
 
 
 def store(stats: TeacherStats, dtype: torch.dtype) -> TeacherStats:
-    return TeacherStats.from_cache(
-        stats.mean_probs.to(dtype),
-        stats.mean_log_probs.to(dtype),
-        stats.num_members,
-        floored_mean_log_probs=stats.floored_mean_log_probs.to(dtype),
-        rmi=stats.rmi.float(),
+    """Round-trip through the pipeline's cache encoding (``pipeline.teacher.encode_stats``)."""
+    enc = encode_stats(
+        stats.mean_probs, stats.mean_log_probs, stats.floored_mean_log_probs, stats.rmi, dtype
     )
+    return stats_from_cache(enc, stats.num_members)
 
 
 def loss_errors(exact: TeacherStats, approx: TeacherStats, z: torch.Tensor) -> dict[str, float]:
@@ -49,7 +49,7 @@ def loss_errors(exact: TeacherStats, approx: TeacherStats, z: torch.Tensor) -> d
     for name, fn in LOSSES.items():
         want = fn(z, exact, reduction="none")
         got = fn(z, approx, reduction="none")
-        out[name] = float(((got - want).abs() / want.abs().clamp_min(1e-12)).max())
+        out[name] = float(((got - want).abs() / want.abs().clamp_min(1.0)).max())
     return out
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 1000, 10000])
     args = ap.parse_args()
     m = args.members
-    print(f"N={args.n} M={m}; bytes per example; max relative loss error vs exact float64")
+    print(f"N={args.n} M={m}; bytes per example; max |dL| / max(|L|, 1) vs exact float64")
     print(
         f"{'K':>6s} {'store':8s} {'bytes/ex':>10s} {'x smaller':>9s} "
         + " ".join(f"{n:>9s}" for n in LOSSES)

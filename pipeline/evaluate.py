@@ -184,6 +184,18 @@ def evaluate(
                     severity=int(s),
                 )
                 add("shift", "nll", Mx.nll(p[mask], y[mask]), corruption=cname, severity=int(s))
+            # shift as OOD: clean test vs this severity (all corruptions), per measure
+            for name in SCORES:
+                s_in = preds["test"]["scores"][name].numpy()
+                s_out = preds["shift"]["scores"][name].numpy()[sev == s]
+                add(
+                    "shift",
+                    "ood_auroc",
+                    Mx.ood_auroc(s_in, s_out),
+                    measure=name,
+                    corruption="all",
+                    severity=int(s),
+                )
     group, seed = parse_system(system)
     table = pd.DataFrame(rows)
     table.insert(0, "seed", -1 if seed is None else seed)
@@ -227,12 +239,18 @@ def aggregate(metric_files: list[Path], out_dir: Path) -> dict[str, pd.DataFrame
     main = summarise(main_rows, main_rows["metric"].map(labels))
     prr_rows = tidy[tidy["metric"] == "prr"]
     prr = summarise(prr_rows, "PRR " + prr_rows["measure"])
-    ood_rows = tidy[tidy["metric"] == "ood_auroc"]
+    ood_rows = tidy[
+        (tidy["metric"] == "ood_auroc")
+        & ((tidy["split"] != "shift") | (tidy["severity"] == tidy["severity"].max()))
+    ]
+    sev = np.where(ood_rows["split"] == "shift", " s" + ood_rows["severity"].astype(str), "")
     ood = summarise(
-        ood_rows, ood_rows["split"].str.removeprefix("ood_") + " AUROC " + ood_rows["measure"]
+        ood_rows, ood_rows["split"].str.removeprefix("ood_") + sev + " AUROC " + ood_rows["measure"]
     )
     shift_rows = tidy[
-        (tidy["split"] == "shift") & (tidy["corruption"] == "all") & (tidy["metric"] != "nll")
+        (tidy["split"] == "shift")
+        & (tidy["corruption"] == "all")
+        & tidy["metric"].isin(["accuracy", "ece"])
     ]
     shift = summarise(shift_rows, shift_rows["metric"] + " s" + shift_rows["severity"].astype(str))
     tables = {"main": main, "prr": prr, "ood": ood, "shift": shift}

@@ -5,7 +5,7 @@ ensemble except that its two top classes are swapped and its tail is mis-scaled,
 share of ``sum_c |dL/dz_c|`` that falls on the head classes (``pi_bar_c >= 1e-3``) for EnD2
 and PD-EnD2, and the per-class gradient magnitude against the rank of ``pi_bar_c``.
 
-Run by hand: ``python -m pipeline.gradient_analysis --out results/gradient_analysis.csv``.
+Run by hand: ``python -m pipeline.gradient_analysis --out results/gradient_analysis``.
 """
 
 from __future__ import annotations
@@ -94,18 +94,17 @@ def rank_profile(k: int = 10000, seed: int = 0) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="CSV of head shares")
-    ap.add_argument("--profile-out", type=Path, help="CSV of |grad| against class rank")
+    ap.add_argument("--out", type=Path, required=True, help="directory for the two CSV tables")
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 100, 1000, 10000, 40000])
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--profile-k", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     table = run(args.ks, args.batch, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "head_share.csv", index=False)
+    rank_profile(args.profile_k, seed=args.seed).to_csv(args.out / "rank_profile.csv", index=False)
     print(table.groupby(["num_classes", "method"])["head_share"].agg(["mean", "std"]).unstack())
-    if args.profile_out:
-        rank_profile(seed=args.seed).to_csv(args.profile_out, index=False)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Teacher-prediction cache (``rule cache_teacher``): every member run once over every split.
 
 Per split, ``<split>.safetensors`` holds
-  * ``mean_probs``, ``mean_log_probs``, ``floored_mean_log_probs`` ``[N, K]`` in the configured
-    dtype (float16 by default): the sufficient statistics of every loss (method.md's note);
+  * ``mean_probs``, ``log_gap``, ``floored_log_gap`` ``[N, K]`` in the configured dtype
+    (float16 by default): pi_bar and the two mean log-probs (exact and ``ln(pi + eps)``) as gaps
+    to ``ln(pi_bar + eps)`` (:func:`encode_stats`) — the sufficient statistics of every loss;
   * ``rmi`` and ``data_uncertainty`` (mean member entropy) ``[N]`` float32, computed in float64
     from the members, so the proxy target and every ensemble uncertainty measure are exact
     without the member axis;
-  * ``member_log_probs`` ``[N, M, K]`` float16 for the evaluation splits (single-member metrics)
-    and, if configured, for ``train`` (EnD2 temperature annealing needs them);
+  * ``member_log_probs`` ``[N, M, K]``: float32 for the evaluation splits (single-member and
+    ensemble metrics) and, in the cache dtype, for ``train`` when configured (EnD2 temperature
+    annealing and smoothing need them);
   * ``labels``, ``ids``.
 ``manifest.json`` records N, K, M, member ids, sha256 of every member file and cache file, the
 data manifest's checksum, sizes on disk and the size a naive float32 ``[N, M, K]`` store would
@@ -30,6 +32,7 @@ from safetensors.torch import load_file
 
 from pipeline import __version__
 from pipeline import data as D
+from pipeline import dirichlet as Dir
 from pipeline.dirichlet import TeacherStats, teacher_stats
 from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_json, sha256_file
 from pipeline.models import build_model
@@ -103,17 +106,14 @@ def build_cache(
         )  # [N, M, K] float32
         st = _stats_chunks(lp)
         tensors = {
-            "mean_probs": st["pbar"].to(dtype),
-            "mean_log_probs": st["lbar"].to(dtype),
-            "floored_mean_log_probs": st["floored"].to(dtype),
-            "rmi": st["rmi"].float(),
+            **encode_stats(st["pbar"], st["lbar"], st["floored"], st["rmi"], dtype),
             "data_uncertainty": st["du"].float(),
             "labels": d["labels"],
             "ids": d["ids"],
         }
         keep_members = split != "train" or bool(cfg.get("store_train_members", False))
-        if keep_members:
-            tensors["member_log_probs"] = lp.to(torch.float16)
+        if keep_members:  # evaluation splits keep float32: the MI of agreeing members is ~1e-4
+            tensors["member_log_probs"] = lp.to(dtype if split == "train" else torch.float32)
         path = out_dir / f"{split}.safetensors"
         atomic_save(tensors, path)
         n, m, k = lp.shape
@@ -200,15 +200,38 @@ def load_split(
     return t
 
 
+def encode_stats(
+    pbar: torch.Tensor,
+    lbar: torch.Tensor,
+    floored: torch.Tensor,
+    rmi: torch.Tensor,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
+    """Store ``pi_bar`` in ``dtype`` and both mean log-probs as ``dtype`` *gaps* to
+    ``ln(pi_bar_stored + eps)``: by Jensen the gaps are ~0 wherever precision matters (head
+    classes, and tail classes whose floored log-prob sits at ln eps), where float16 is exact to
+    ~1e-3 instead of ~1e-2 near -16. RMI stays float32, computed in float64 from the members."""
+    stored = pbar.to(dtype)
+    ref = torch.log(stored.double() + Dir.EPS)
+    return {
+        "mean_probs": stored,
+        "log_gap": (lbar.double() - ref).to(dtype),
+        "floored_log_gap": (floored.double() - ref).to(dtype),
+        "rmi": rmi.float(),
+    }
+
+
 def stats_from_cache(
     t: dict[str, torch.Tensor], num_members: int, idx: torch.Tensor | slice = slice(None)
 ) -> TeacherStats:
     """:class:`TeacherStats` for rows ``idx`` of a cached split (no member axis needed)."""
+    pbar = t["mean_probs"][idx]
+    ref = torch.log(pbar.double() + Dir.EPS)
     return TeacherStats.from_cache(
-        t["mean_probs"][idx],
-        t["mean_log_probs"][idx],
+        pbar,
+        ref + t["log_gap"][idx].double(),
         num_members,
-        floored_mean_log_probs=t["floored_mean_log_probs"][idx],
+        floored_mean_log_probs=ref + t["floored_log_gap"][idx].double(),
         rmi=t["rmi"][idx],
     )
 

@@ -30,3 +30,100 @@ def backend(request, monkeypatch):
 @pytest.fixture
 def eager(monkeypatch):
     monkeypatch.setenv("PROXY_END2_LOSS_BACKEND", "eager")
+
+
+# ----------------------------------------------------------------- a tiny pipeline, built once
+def _class_images(n: int, seed: int):
+    """Learnable 28x28 uint8 images: an 8x8 patch of intensity 70 + 18c (class c) at a random
+    place on dim noise (the small CNN pools globally, so the class must not be its position)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 40, (n, 28, 28))
+    for i, c in enumerate(labels):
+        r, col = rng.integers(0, 20, 2)
+        images[i, r : r + 8, col : col + 8] = 70 + 18 * c + rng.integers(0, 8, (8, 8))
+    return images.clip(0, 255).astype("uint8"), labels.astype("uint8")
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory):
+    """Fashion-MNIST-named IDX .gz files with generated content."""
+    from pipeline.data import write_idx
+
+    d = tmp_path_factory.mktemp("idx")
+    for prefix, n, seed in (("train", 700, 0), ("t10k", 200, 1)):
+        images, labels = _class_images(n, seed)
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return d
+
+
+@pytest.fixture(scope="session")
+def data_cfg(idx_dir):
+    return {
+        "dataset": {
+            "name": "fashion_mnist",
+            "path": str(idx_dir),
+            "train_size": 500,
+            "val_size": 100,
+            "test_size": 150,
+            "split_seed": 0,
+        },
+        "ood": {
+            "sets": ["mnist"],
+            "size": 100,
+            "corruptions": ["gaussian_noise", "rotation"],
+            "severities": [1, 5],
+            "corruption_size": 60,
+            "corruption_seed": 0,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def prepared(data_cfg, tmp_path_factory):
+    from pipeline.data import prepare
+
+    out = tmp_path_factory.mktemp("data")
+    prepare(data_cfg, out)
+    return out
+
+
+MEMBER_CFG = {
+    "model": {"name": "small_cnn", "width": 8},
+    "epochs": 8,
+    "batch_size": 25,
+    "lr": 0.02,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def members(prepared, tmp_path_factory):
+    from pipeline.train import train_member
+
+    d = tmp_path_factory.mktemp("members")
+    paths = []
+    for seed in (0, 1, 2):
+        out = d / f"seed{seed}" / "model.safetensors"
+        train_member(prepared, MEMBER_CFG, seed, out, d / f"ckpt{seed}.pt", log=lambda s: None)
+        paths.append(out)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def cache(prepared, members, tmp_path_factory):
+    from pipeline.teacher import build_cache
+
+    out = tmp_path_factory.mktemp("teacher")
+    build_cache(
+        prepared,
+        members,
+        [0, 1, 2],
+        out,
+        {"dtype": "float16", "store_train_members": True, "device": "cpu"},
+        log=lambda s: None,
+    )
+    return out

@@ -41,7 +41,11 @@ rule aggregate:
         metrics=expand(f"{R}/eval/{{system}}/metrics.csv", system=SYSTEMS),
     output:
         tidy=f"{R}/tables/metrics_tidy.csv",
-        tables=expand(f"{R}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]),
+        main=report(f"{R}/tables/main.csv", caption="../report/tables.rst", category="Tables"),
+        prr=report(f"{R}/tables/prr.csv", caption="../report/tables.rst", category="Tables"),
+        ood=report(f"{R}/tables/ood.csv", caption="../report/tables.rst", category="Tables"),
+        shift=report(f"{R}/tables/shift.csv", caption="../report/tables.rst", category="Tables"),
+        renderings=expand(f"{R}/tables/{{name}}.{{ext}}", name=TABLES, ext=["md", "tex"]),
     params:
         out=f"{R}/tables",
     log:

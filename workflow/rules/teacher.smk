@@ -17,7 +17,7 @@ rule cache_teacher:
         f"{R}/logs/cache_teacher.log",
     benchmark:
         f"{R}/benchmarks/cache_teacher.tsv"
-    threads: THREADS
+    threads: max(THREADS, 4)  # a single job the rest waits on: use the cores (capped by --cores)
     resources:
         mem_mb=MEM_MB,
         runtime=RUNTIME,
