@@ -2,7 +2,12 @@
 #   snakemake --cores 2                                  default experiment (config/config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml   one-minute smoke run
 #   snakemake --profile profiles/slurm                   on a SLURM cluster
-configfile: "config/config.yaml"
+# The default config is loaded only when none is given: Snakemake would otherwise deep-merge a
+# --configfile over it, leaking the default's datasets and methods into other experiments.
+if not config:
+
+    configfile: "config/config.yaml"
+
 
 
 report: "workflow/report/workflow.rst"

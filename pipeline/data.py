@@ -28,7 +28,7 @@ import torchvision.transforms.v2.functional as TF
 from safetensors.torch import load_file
 
 from pipeline import __version__
-from pipeline.io import atomic_save, atomic_write_text, sha256_file
+from pipeline.io import atomic_save, atomic_write_text, fingerprint, sha256_file
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -226,6 +226,10 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     """
     ds, ood = cfg["dataset"], cfg["ood"]
     name = ds["name"]
+    if name == "imagefolder":  # paper-scale: images stay on disk, splits are file lists
+        from pipeline import imagefolder
+
+        return imagefolder.prepare(cfg, out_dir)
     if name not in DATASETS:
         raise ValueError(f"dataset.name {name!r} is not registered; choose from {sorted(DATASETS)}")
     raw = DATASETS[name](ds.get("path"), ds.get("download_root"))
@@ -297,16 +301,46 @@ def load_manifest(data_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_split(data_dir: str | Path, split: str, *, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Tensors of one prepared split; with ``verify`` its sha256 must match the manifest."""
+def load_split(data_dir: str | Path, split: str, *, verify: bool = True) -> dict:
+    """One prepared split: ``labels``, ``ids`` (+ ``corruption``/``severity``) tensors and
+    ``images`` — a uint8 tensor, or for ImageFolder datasets a lazily decoding
+    :class:`pipeline.imagefolder.FileImages`. With ``verify`` the split must match its manifest
+    (sha256 of the file; for file lists, of the paths and labels)."""
     manifest = load_manifest(data_dir)
     if split not in manifest["splits"]:
         raise KeyError(f"split {split!r} not in {data_dir}; have {sorted(manifest['splits'])}")
     entry = manifest["splits"][split]
     path = Path(data_dir) / entry["file"]
+    if manifest.get("storage") == "files":
+        from pipeline import imagefolder
+
+        t = dict(load_file(str(path)))
+        t["images"] = imagefolder.open_images(data_dir, split, manifest)
+        got = fingerprint({"paths": t["images"].paths, "labels": t["labels"].tolist()})
+        if verify and got != entry["sha256"]:
+            raise ValueError(f"{path} and its paths do not match the manifest: re-run prepare_data")
+        return t
     if verify and sha256_file(path) != entry["sha256"]:
         raise ValueError(f"{path} does not match the sha256 in its manifest: re-run prepare_data")
     return load_file(str(path))
+
+
+def iterate_batches(
+    images,
+    batches: list[torch.Tensor],
+    *,
+    train: bool = False,
+    seed: int = 0,
+    workers: int = 0,
+    pin: bool = False,
+):
+    """``(idx, uint8 images)`` for each index batch: slices of an in-memory tensor, or images
+    decoded by DataLoader workers (training transform when ``train``) for file-backed sets."""
+    if isinstance(images, torch.Tensor):
+        for idx in batches:
+            yield idx, images[idx]
+    else:
+        yield from images.batches(batches, train=train, seed=seed, workers=workers, pin=pin)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

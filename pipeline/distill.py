@@ -33,9 +33,11 @@ from pipeline import metrics
 from pipeline import teacher as T
 from pipeline.io import fingerprint, save_model
 from pipeline.models import build_model, count_parameters
+from pipeline.resources import ResourceRecord
 from pipeline.train import (
     Interrupted,
     fit,
+    predict_logits,
     select_device,
     set_threads,
     write_history,
@@ -137,6 +139,7 @@ def distill(
         f" device={device} teacher members={m}"
     )
     loss = make_loss(method, options, cache_train, m, device)
+    workers = int(cfg.get("workers", 0))
     val_stats = T.stats_from_cache(cache_val, m)
     val_loss = make_loss(
         method,
@@ -147,7 +150,7 @@ def distill(
     )
 
     def eval_fn(model, epoch):
-        raw = predict_logits(model, val_images, device)  # the student's logits z
+        raw = predict_logits(model, val_images, device, workers=workers)  # student logits z
         p = torch.softmax(raw.double(), -1)  # point prediction softmax(z)
         y = cache_val["labels"]
         return {
@@ -198,18 +201,6 @@ def distill(
     return history
 
 
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024
-) -> torch.Tensor:
-    """Raw float32 logits ``[N, K]`` (the Dirichlet needs them, not just the softmax)."""
-    model.eval().to(device)
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        out.append(model(D.to_float(images[i : i + batch_size]).to(device)).float().cpu())
-    return torch.cat(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="Distil one student (rule distill)")
     ap.add_argument("--data", required=True, type=Path)
@@ -220,19 +211,22 @@ def main() -> None:
     ap.add_argument("--ckpt", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
     args = ap.parse_args()
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     try:
-        distill(
-            args.data,
-            args.teacher,
-            cfg,
-            args.seed,
-            args.out,
-            args.ckpt,
-            log=lambda s: print(s, flush=True),
-        )
+        with ResourceRecord(args.resources_json, "distill", select_device(args.device)) as rec:
+            history = distill(
+                args.data,
+                args.teacher,
+                cfg,
+                args.seed,
+                args.out,
+                args.ckpt,
+                log=lambda s: print(s, flush=True),
+            )
+            rec.samples = int(sum(h["images_per_s"] * h["seconds"] for h in history))
     except Interrupted as err:
         print(err, flush=True)
         sys.exit(3)

@@ -29,10 +29,10 @@ from pipeline import data as D
 from pipeline import metrics as Mx
 from pipeline import teacher as T
 from pipeline.dirichlet import student_alphas
-from pipeline.distill import predict_logits
 from pipeline.io import atomic_save, atomic_write_text, read_json
 from pipeline.models import build_model
-from pipeline.train import select_device, set_threads
+from pipeline.resources import ResourceRecord
+from pipeline.train import predict_logits, select_device, set_threads
 from pipeline.uncertainty import dirichlet_uncertainty, ensemble_uncertainty, scores
 
 SCORES = ("total", "data", "knowledge", "epkl", "rmi", "neg_confidence")
@@ -64,6 +64,26 @@ def _categorical(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     return ensemble_uncertainty(probs[:, None, :])
 
 
+def _measure(raw: torch.Tensor, group: str, m_off: float, mask: list[int] | None) -> dict:
+    """``probs`` and uncertainty ``scores`` from member log-probs ``[N, M, K]`` (single member
+    or ensemble) or student logits ``[N, K]``, restricted to the classes in ``mask`` (their
+    distribution renormalised over them) when given."""
+    if mask is not None:
+        raw = raw[..., mask]
+    if group in ("member", "ensemble"):
+        members = torch.softmax(raw, -1)  # [N, M, K]
+        probs = members.mean(1)
+        u = ensemble_uncertainty(members) if group == "ensemble" else _categorical(probs)
+    else:
+        probs = torch.softmax(raw, -1)
+        if group == "end":
+            u = _categorical(probs)
+        else:
+            u = dirichlet_uncertainty(student_alphas(raw, m_off))
+            u["confidence"] = probs.amax(-1)
+    return {"probs": probs, "scores": scores(u)}
+
+
 def predictions(
     system: str,
     data_dir: Path,
@@ -71,37 +91,39 @@ def predictions(
     model_path: Path | None,
     device: torch.device,
     splits: list[str],
+    masks: dict[str, list[int] | None] | None = None,
 ) -> dict[str, dict]:
-    """Per split: ``probs [N, K]`` (float64) and the uncertainty ``scores`` (``[N]`` each)."""
+    """Per split: ``probs [N, K]`` (float64) and the uncertainty ``scores`` (``[N]`` each).
+
+    Members and the ensemble come from the teacher cache; students are run. A split with a
+    class mask (ImageNet-A/-R/-O: 200 of 1000 classes) is scored on those classes only, and an
+    OOD split's in-distribution reference ``test@<split>`` under the same mask."""
     group, seed = parse_system(system)
     manifest = T.validate(cache_dir, data_dir)
-    out = {}
+    masks = masks or {}
+    raw, m_off, model = {}, 0.0, None
+    if group not in ("member", "ensemble"):
+        meta = read_json(model_path.with_suffix(".json"))
+        model = build_model(meta["config"]["model"], meta["num_classes"], meta["in_channels"])
+        model.load_state_dict(load_file(str(model_path)))
+        m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
+        workers = int(meta["config"].get("workers", 0))
     for split in splits:
-        if group in ("member", "ensemble"):
+        if model is None:
             c = T.load_split(cache_dir, split)
             if "member_log_probs" not in c:
                 raise ValueError(f"teacher cache split {split!r} has no member log-probs")
-            members = torch.softmax(c["member_log_probs"].double(), -1)  # [N, M, K]
+            lp = c["member_log_probs"].double()  # [N, M, K]
             if group == "member":
-                j = manifest["member_seeds"].index(seed)
-                probs = members[:, j]
-                u = _categorical(probs)
-            else:
-                probs = members.mean(1)
-                u = ensemble_uncertainty(members)
+                lp = lp[:, [manifest["member_seeds"].index(seed)]]
+            raw[split] = lp
         else:
-            meta = read_json(model_path.with_suffix(".json"))
-            model = build_model(meta["config"]["model"], meta["num_classes"], meta["in_channels"])
-            model.load_state_dict(load_file(str(model_path)))
-            z = predict_logits(model, D.load_split(data_dir, split)["images"], device).double()
-            probs = torch.softmax(z, -1)
-            if group == "end":
-                u = _categorical(probs)
-            else:
-                m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
-                u = dirichlet_uncertainty(student_alphas(z, m_off))
-                u["confidence"] = probs.amax(-1)
-        out[split] = {"probs": probs, "scores": scores(u)}
+            images = D.load_split(data_dir, split)["images"]
+            raw[split] = predict_logits(model, images, device, workers=workers).double()
+    out = {s: _measure(raw[s], group, m_off, masks.get(s)) for s in splits}
+    for s in splits:
+        if s.startswith("ood_") and masks.get(s) is not None:
+            out[f"test@{s}"] = _measure(raw["test"], group, m_off, masks[s])
     return out
 
 
@@ -117,7 +139,8 @@ def evaluate(
     device = device or torch.device("cpu")
     data_manifest = D.load_manifest(data_dir)
     splits = [s for s in data_manifest["splits"] if s not in ("train", "val")]
-    preds = predictions(system, data_dir, cache_dir, model_path, device, splits)
+    masks = {s: data_manifest["splits"][s].get("class_mask") for s in splits}
+    preds = predictions(system, data_dir, cache_dir, model_path, device, splits, masks)
     rows: list[dict] = []
 
     def add(split, metric, value, measure="", corruption="", severity=0):
@@ -133,7 +156,12 @@ def evaluate(
         )
 
     arrays: dict[str, torch.Tensor] = {}
-    labels = {s: D.load_split(data_dir, s)["labels"].numpy() for s in splits}
+    labels = {}
+    for s in splits:
+        y = D.load_split(data_dir, s)["labels"].numpy()
+        if masks[s] is not None:  # labels index the masked (renormalised) classes
+            y = np.searchsorted(np.asarray(masks[s]), y)
+        labels[s] = y
     for split in splits:
         probs = preds[split]["probs"].numpy()
         pred = probs.argmax(1)
@@ -151,11 +179,20 @@ def evaluate(
     errors = p.argmax(1) != y
     for name in SCORES:
         add("test", "prr", Mx.prr(preds["test"]["scores"][name].numpy(), errors), measure=name)
-    # OOD detection: ID test + each OOD set, OOD positive
+    # labelled shift sets (e.g. ImageNet-A/-R): accuracy and calibration on them
     for split in splits:
-        if split.startswith("ood_"):
+        if split.startswith("shift_"):
+            p, y = preds[split]["probs"].numpy(), labels[split]
+            add(split, "accuracy", Mx.accuracy(p, y))
+            add(split, "nll", Mx.nll(p, y))
+            add(split, "ece", Mx.ece(p, y, ece_bins))
+    # OOD detection: ID test (under the OOD set's class mask, if any) vs each OOD or labelled
+    # shift set, OOD positive
+    for split in splits:
+        if split.startswith(("ood_", "shift_")):
+            ref = f"test@{split}" if f"test@{split}" in preds else "test"
             for name in SCORES:
-                s_in = preds["test"]["scores"][name].numpy()
+                s_in = preds[ref]["scores"][name].numpy()
                 s_out = preds[split]["scores"][name].numpy()
                 add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
                 add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
@@ -214,12 +251,42 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
-def aggregate(metric_files: list[Path], out_dir: Path) -> dict[str, pd.DataFrame]:
+def read_tidy(path: str | Path) -> pd.DataFrame:
+    """A tidy metrics CSV: empty measure/corruption stay strings, values are floats (an
+    undefined metric, e.g. PRR without errors, is NaN)."""
+    t = pd.read_csv(path, keep_default_na=False)
+    t["value"] = pd.to_numeric(t["value"].replace("", np.nan))
+    return t
+
+
+def resources_table(directory: Path | None) -> pd.DataFrame:
+    """One row per job that left a ``*.resources.json`` record below ``directory``."""
+    rows = []
+    for path in sorted(directory.rglob("*.resources.json")) if directory else []:
+        rec = json.loads(path.read_text())
+        job = str(path.relative_to(directory)).removesuffix(".resources.json")
+        rows.append({"job": job, **rec})
+    cols = [
+        "job",
+        "stage",
+        "wall_s",
+        "device",
+        "device_name",
+        "threads",
+        "peak_gpu_mem_mb",
+        "peak_rss_mb",
+        "samples",
+        "samples_per_s",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def aggregate(
+    metric_files: list[Path], out_dir: Path, resources_dir: Path | None = None
+) -> dict[str, pd.DataFrame]:
     """Tidy table of everything + summary tables (rows = systems, columns = metrics,
-    mean ± std over seeds) as CSV, Markdown and LaTeX."""
-    tidy = pd.concat(
-        [pd.read_csv(f, keep_default_na=False) for f in metric_files], ignore_index=True
-    )
+    mean ± std over seeds) as CSV, Markdown and LaTeX, and the jobs' resource table."""
+    tidy = pd.concat([read_tidy(f) for f in metric_files], ignore_index=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tidy.to_csv(index=False), out_dir / "metrics_tidy.csv")
     order = {g: i for i, g in enumerate(GROUP_ORDER)}
@@ -253,7 +320,22 @@ def aggregate(metric_files: list[Path], out_dir: Path) -> dict[str, pd.DataFrame
         & tidy["metric"].isin(["accuracy", "ece"])
     ]
     shift = summarise(shift_rows, shift_rows["metric"] + " s" + shift_rows["severity"].astype(str))
-    tables = {"main": main, "prr": prr, "ood": ood, "shift": shift}
+    sets_rows = tidy[
+        tidy["split"].str.startswith("shift_") & tidy["metric"].isin(["accuracy", "nll", "ece"])
+    ]
+    shift_sets = (
+        summarise(
+            sets_rows,
+            sets_rows["split"].str.removeprefix("shift_") + " " + sets_rows["metric"].map(labels),
+        )
+        if len(sets_rows)
+        else pd.DataFrame({"note": ["this experiment has no labelled shift sets"]})
+    )
+    tables = {"main": main, "prr": prr, "ood": ood, "shift": shift, "shift_sets": shift_sets}
+    atomic_write_text(
+        resources_table(resources_dir).to_csv(index=False, float_format="%.4g"),
+        out_dir / "resources.csv",
+    )
     for name, t in tables.items():
         atomic_write_text(t.to_csv(), out_dir / f"{name}.csv")
         atomic_write_text(t.to_markdown(), out_dir / f"{name}.md")
@@ -273,25 +355,38 @@ def main() -> None:
     ev.add_argument("--config-json", default="{}")
     ev.add_argument("--threads", type=int, default=None)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--resources-json", type=Path, default=None)
     ag = sub.add_parser("aggregate")
     ag.add_argument("--metrics", nargs="+", type=Path, required=True)
     ag.add_argument("--out", required=True, type=Path)
+    ag.add_argument(
+        "--resources-dir",
+        type=Path,
+        default=None,
+        help="directory searched for the stages' *.resources.json records",
+    )
     args = ap.parse_args()
     if args.cmd == "system":
         set_threads(args.threads)
         cfg = json.loads(args.config_json)
-        table = evaluate(
-            args.system,
-            args.data,
-            args.teacher,
-            args.out,
-            args.model,
-            int(cfg.get("ece_bins", 10)),
-            select_device(args.device),
-        )
+        device = select_device(args.device)
+        with ResourceRecord(args.resources_json, "evaluate", device) as rec:
+            table = evaluate(
+                args.system,
+                args.data,
+                args.teacher,
+                args.out,
+                args.model,
+                int(cfg.get("ece_bins", 10)),
+                device,
+            )
+            manifest = D.load_manifest(args.data)
+            rec.samples = sum(
+                e["n"] for k, e in manifest["splits"].items() if k not in ("train", "val")
+            )
         print(table[table["split"] == "test"].to_string(index=False))
     else:
-        for name, t in aggregate(args.metrics, args.out).items():
+        for name, t in aggregate(args.metrics, args.out, args.resources_dir).items():
             print(f"\n## {name}\n{t.to_markdown()}")
 
 

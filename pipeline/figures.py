@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
 from pipeline import metrics as Mx  # noqa: E402
-from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, parse_system  # noqa: E402
+from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, parse_system, read_tidy  # noqa: E402
 
 FIGURES = (
     "rejection_curves",
@@ -177,7 +177,7 @@ def reliability(eval_dir: Path, out: Path, bins: int = 10) -> list[Path]:
 
 
 def shift(tidy_csv: Path, out: Path) -> list[Path]:
-    t = pd.read_csv(tidy_csv, keep_default_na=False)
+    t = read_tidy(tidy_csv)
     t = t[(t["split"] == "shift") & (t["corruption"] == "all")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric in zip(axes, ["accuracy", "ece"], strict=True):

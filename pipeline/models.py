@@ -72,16 +72,38 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel (ImageNet statistics), as the network's first layer."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
 def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
-    """Build ``cfg["name"]`` with the remaining keys of ``cfg`` as keyword arguments."""
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    """Build ``cfg["name"]`` with the remaining keys of ``cfg`` as keyword arguments;
+    ``normalize: imagenet`` prepends a :class:`Normalize` layer."""
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "normalize")}
     name = cfg.get("name")
     if name not in MODELS:
         raise ValueError(f"model.name {name!r} is not registered; choose from {sorted(MODELS)}")
     try:
-        return MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+        model = MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     except TypeError as err:
         raise ValueError(f"bad options for model {name!r}: {err}") from err
+    norm = cfg.get("normalize")
+    if norm is None:
+        return model
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"model.normalize must be one of {sorted(NORMALIZATIONS)}, got {norm!r}")
+    return nn.Sequential(Normalize(*NORMALIZATIONS[norm]), model)
 
 
 def count_parameters(model: nn.Module) -> int:

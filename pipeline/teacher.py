@@ -36,6 +36,7 @@ from pipeline import dirichlet as Dir
 from pipeline.dirichlet import TeacherStats, teacher_stats
 from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_json, sha256_file
 from pipeline.models import build_model
+from pipeline.resources import ResourceRecord
 from pipeline.train import predict_log_probs, select_device, set_threads
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -95,41 +96,55 @@ def build_cache(
         "code_version": __version__,
         "splits": {},
     }
+    shard_size = int(cfg.get("shard_size", 1 << 62))
+    workers = int(cfg.get("workers", 0))
     for split in data_manifest["splits"]:
         d = D.load_split(data_dir, split)
-        lp = torch.stack(
-            [
-                predict_log_probs(m, d["images"], int(cfg.get("batch_size", 1024)), device)
-                for m in models
-            ],
-            dim=1,
-        )  # [N, M, K] float32
-        st = _stats_chunks(lp)
-        tensors = {
-            **encode_stats(st["pbar"], st["lbar"], st["floored"], st["rmi"], dtype),
-            "data_uncertainty": st["du"].float(),
-            "labels": d["labels"],
-            "ids": d["ids"],
-        }
+        n = len(d["labels"])
         keep_members = split != "train" or bool(cfg.get("store_train_members", False))
-        if keep_members:  # evaluation splits keep float32: the MI of agreeing members is ~1e-4
-            tensors["member_log_probs"] = lp.to(dtype if split == "train" else torch.float32)
-        path = out_dir / f"{split}.safetensors"
-        atomic_save(tensors, path)
-        n, m, k = lp.shape
-        manifest["splits"][split] = {
-            "file": path.name,
+        entry = {
+            "files": [],
             "n": n,
             "ids_sha256": fingerprint(d["ids"].tolist()),
             "data_sha256": data_manifest["splits"][split]["sha256"],
             "has_members": keep_members,
-            "bytes": path.stat().st_size,
-            "naive_float32_bytes": n * m * k * 4,
-            "sha256": sha256_file(path),
+            "sha256": [],
+            "bytes": 0,
+            "naive_float32_bytes": n * len(models) * manifest["num_classes"] * 4,
         }
+        for shard, start in enumerate(range(0, n, shard_size)):  # bounded memory per shard
+            rows = torch.arange(start, min(start + shard_size, n))
+            images = (
+                d["images"][rows]
+                if isinstance(d["images"], torch.Tensor)
+                else d["images"].subset(rows.tolist())
+            )
+            lp = torch.stack(
+                [
+                    predict_log_probs(m, images, device, int(cfg.get("batch_size", 1024)), workers)
+                    for m in models
+                ],
+                dim=1,
+            )  # [n, M, K] float32
+            st = _stats_chunks(lp)
+            tensors = {
+                **encode_stats(st["pbar"], st["lbar"], st["floored"], st["rmi"], dtype),
+                "data_uncertainty": st["du"].float(),
+                "labels": d["labels"][rows],
+                "ids": d["ids"][rows],
+            }
+            if keep_members:  # evaluation splits keep float32: the MI of agreeing members ~1e-4
+                tensors["member_log_probs"] = lp.to(dtype if split == "train" else torch.float32)
+            name = f"{split}.safetensors" if shard == 0 else f"{split}.shard{shard}.safetensors"
+            atomic_save(tensors, out_dir / name)
+            entry["files"].append(name)
+            entry["sha256"].append(sha256_file(out_dir / name))
+            entry["bytes"] += (out_dir / name).stat().st_size
+        entry["file"] = entry["files"][0]
+        manifest["splits"][split] = entry
         log(
-            f"{split:10s} n={n:6d} {path.stat().st_size / 1e6:8.2f} MB "
-            f"(naive float32 [N,M,K]: {n * m * k * 4 / 1e6:.2f} MB)"
+            f"{split:10s} n={n:7d} {entry['bytes'] / 1e6:9.2f} MB in {len(entry['files'])} "
+            f"file(s) (naive float32 [N,M,K]: {entry['naive_float32_bytes'] / 1e6:.2f} MB)"
         )
     atomic_write_text(json.dumps(manifest, indent=2), out_dir / "manifest.json")
     return manifest
@@ -175,28 +190,34 @@ def validate(
 def load_split(
     cache_dir: str | Path, split: str, *, verify: bool = True
 ) -> dict[str, torch.Tensor]:
-    """One cached split, checked against the manifest (file checksum, N, K, M, ids)."""
+    """One cached split (its shards concatenated), checked against the manifest: file
+    checksums, N, K, M and the example ids."""
     cache_dir = Path(cache_dir)
     manifest = read_json(cache_dir / "manifest.json")
     entry = manifest["splits"].get(split)
     if entry is None:
         raise KeyError(f"split {split!r} is not cached in {cache_dir}")
-    path = cache_dir / entry["file"]
-    if verify and sha256_file(path) != entry["sha256"]:
-        raise CacheMismatchError(f"{path} does not match the sha256 in its manifest")
-    t = load_file(str(path))
+    parts = []
+    for name, sha in zip(entry["files"], entry["sha256"], strict=True):
+        path = cache_dir / name
+        if verify and sha256_file(path) != sha:
+            raise CacheMismatchError(f"{path} does not match the sha256 in its manifest")
+        parts.append(load_file(str(path)))
+    t = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     n, k, m = entry["n"], manifest["num_classes"], manifest["num_members"]
+    where = cache_dir / entry["file"]
     if t["mean_probs"].shape != (n, k):
         raise CacheMismatchError(
-            f"{path}: mean_probs has shape {tuple(t['mean_probs'].shape)}, manifest says ({n}, {k})"
+            f"{where}: mean_probs has shape {tuple(t['mean_probs'].shape)}, "
+            f"manifest says ({n}, {k})"
         )
     if "member_log_probs" in t and t["member_log_probs"].shape != (n, m, k):
         raise CacheMismatchError(
-            f"{path}: member_log_probs has shape {tuple(t['member_log_probs'].shape)}, "
+            f"{where}: member_log_probs has shape {tuple(t['member_log_probs'].shape)}, "
             f"manifest says ({n}, {m}, {k})"
         )
     if fingerprint(t["ids"].tolist()) != entry["ids_sha256"]:
-        raise CacheMismatchError(f"{path}: example ids differ from the manifest")
+        raise CacheMismatchError(f"{where}: example ids differ from the manifest")
     return t
 
 
@@ -245,16 +266,15 @@ def main() -> None:
     ap.add_argument("--config-json", default="{}")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
     args = ap.parse_args()
     set_threads(args.threads)
-    build_cache(
-        args.data,
-        args.members,
-        args.seeds,
-        args.out,
-        {**json.loads(args.config_json), "device": args.device},
-        log=lambda s: print(s, flush=True),
-    )
+    cfg = {**json.loads(args.config_json), "device": args.device}
+    with ResourceRecord(args.resources_json, "cache_teacher", select_device(args.device)) as rec:
+        manifest = build_cache(
+            args.data, args.members, args.seeds, args.out, cfg, log=lambda s: print(s, flush=True)
+        )
+        rec.samples = sum(e["n"] for e in manifest["splits"].values()) * len(args.members)
 
 
 if __name__ == "__main__":

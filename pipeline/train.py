@@ -33,6 +33,7 @@ from pipeline import data as D
 from pipeline import metrics
 from pipeline.io import atomic_torch_save, fingerprint, save_model
 from pipeline.models import build_model, count_parameters
+from pipeline.resources import ResourceRecord
 
 CPU = torch.device("cpu")
 STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
@@ -99,6 +100,12 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: dict, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def amp_enabled(device: torch.device, cfg: dict) -> bool:
+    """Mixed precision (bfloat16 autocast of the network) on CUDA unless ``amp: false``; the
+    losses stay float64 inside. Off on the CPU, where it is slower for these models."""
+    return device.type == "cuda" and bool(cfg.get("amp", True))
+
+
 def augment(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Random per-image horizontal flips and a per-batch translation of ``[B, C, H, W]``."""
     flip = torch.rand(x.shape[0], generator=g) < 0.5
@@ -156,7 +163,11 @@ def fit(
         else:
             log(f"ignoring stale checkpoint {ckpt_path} (config, data or seed changed)")
     stop_after = os.environ.get(STOP_AFTER_ENV)
-    use_amp = device.type == "cuda" and bool(cfg.get("amp", True))
+    use_amp = amp_enabled(device, cfg)
+    aug, workers = bool(cfg.get("augment", False)), int(cfg.get("workers", 0))
+    in_memory = isinstance(images, torch.Tensor)
+    if device.type == "cuda" and in_memory:  # page-locked: asynchronous copies to the GPU
+        images = images.pin_memory()
     grad_clip = cfg.get("grad_clip")
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
@@ -164,11 +175,19 @@ def fit(
         torch.manual_seed(_epoch_seed(seed, epoch) + 1)
         model.train()
         perm = torch.randperm(n, generator=g)
+        batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
         total, count = 0.0, 0
-        for i in range(steps):
-            idx = perm[i * bs : (i + 1) * bs]
-            x = D.to_float(images[idx])
-            if cfg.get("augment", False):
+        stream = D.iterate_batches(
+            images,
+            batches,
+            train=aug,
+            seed=_epoch_seed(seed, epoch),
+            workers=workers,
+            pin=device.type == "cuda",
+        )
+        for idx, xb in stream:
+            x = D.to_float(xb)
+            if aug and in_memory:  # file-backed images are augmented while decoded
                 x = augment(x, g)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -210,16 +229,25 @@ def fit(
 
 
 @torch.no_grad()
-def predict_log_probs(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 1024, device: torch.device = CPU
+def predict_logits(
+    model: nn.Module, images, device: torch.device = CPU, batch_size: int = 1024, workers: int = 0
 ) -> torch.Tensor:
-    """float32 log-softmax ``[N, K]`` of ``model`` over uint8 ``images [N, ...]`` (eval mode)."""
+    """float32 logits ``[N, K]`` of ``model`` (eval mode) over uint8 ``images [N, ...]`` or a
+    file-backed image set (decoded by ``workers`` DataLoader workers)."""
     model.eval().to(device)
+    n = images.shape[0]
+    batches = [torch.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = D.to_float(images[i : i + batch_size]).to(device)
-        out.append(torch.log_softmax(model(x).float(), -1).cpu())
+    for _, xb in D.iterate_batches(images, batches, workers=workers, pin=device.type == "cuda"):
+        out.append(model(D.to_float(xb).to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)
+
+
+def predict_log_probs(
+    model: nn.Module, images, device: torch.device = CPU, batch_size: int = 1024, workers: int = 0
+) -> torch.Tensor:
+    """float32 log-softmax ``[N, K]``: :func:`predict_logits` normalised."""
+    return torch.log_softmax(predict_logits(model, images, device, batch_size, workers), -1)
 
 
 def write_history(history: list[dict], path: str | Path) -> None:
@@ -262,7 +290,7 @@ def train_member(
         return F.cross_entropy(logits, labels[idx.to(device)], label_smoothing=smoothing)
 
     def eval_fn(model, epoch):
-        lp = predict_log_probs(model, val["images"], device=device)
+        lp = predict_log_probs(model, val["images"], device, workers=int(cfg.get("workers", 0)))
         p = lp.exp().double()
         y = val["labels"]
         return {"val_acc": metrics.accuracy(p, y), "val_nll": metrics.nll(p, y)}
@@ -307,17 +335,20 @@ def main() -> None:
     ap.add_argument("--ckpt", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
     args = ap.parse_args()
     set_threads(args.threads)
     try:
-        train_member(
-            args.data,
-            {**json.loads(args.config_json), "device": args.device},
-            args.seed,
-            args.out,
-            args.ckpt,
-            log=lambda s: print(s, flush=True),
-        )
+        with ResourceRecord(args.resources_json, "train_member", select_device(args.device)) as rec:
+            history = train_member(
+                args.data,
+                {**json.loads(args.config_json), "device": args.device},
+                args.seed,
+                args.out,
+                args.ckpt,
+                log=lambda s: print(s, flush=True),
+            )
+            rec.samples = int(sum(h["images_per_s"] * h["seconds"] for h in history))
     except Interrupted as err:
         print(err, flush=True)
         sys.exit(3)

@@ -28,7 +28,7 @@ def test_cache_contents_and_manifest(cache, prepared, members):
     assert T.load_split(cache, "train")["member_log_probs"].dtype == torch.float16
     assert test["mean_probs"].dtype == torch.float16 and test["rmi"].dtype == torch.float32
     for entry in m["splits"].values():
-        assert entry["bytes"] == (cache / entry["file"]).stat().st_size
+        assert entry["bytes"] == sum((cache / f).stat().st_size for f in entry["files"])
         assert entry["naive_float32_bytes"] == entry["n"] * 3 * 10 * 4
 
 

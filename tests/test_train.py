@@ -86,3 +86,26 @@ def test_end2_temperature_schedule():
     sched = {"initial": 3.0, "hold_epochs": 2, "anneal_epochs": 2}
     assert [temperature_at(e, sched) for e in range(6)] == [3.0, 3.0, 2.0, 1.0, 1.0, 1.0]
     assert temperature_at(0, None) == 1.0
+
+
+def test_device_and_mixed_precision_choices():
+    assert T.select_device("cpu").type == "cpu"
+    assert T.amp_enabled(torch.device("cuda"), {}) is True  # CUDA path decided without a GPU
+    assert T.amp_enabled(torch.device("cuda"), {"amp": False}) is False
+    assert T.amp_enabled(torch.device("cpu"), {"amp": True}) is False
+    if not torch.cuda.is_available():
+        assert T.select_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            T.select_device("cuda")
+
+
+def test_resource_record(tmp_path):
+    import json
+
+    from pipeline.resources import ResourceRecord
+
+    with ResourceRecord(tmp_path / "r.json", "stage", torch.device("cpu")) as rec:
+        rec.samples = 100
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["stage"] == "stage" and r["samples"] == 100 and r["wall_s"] > 0
+    assert r["peak_gpu_mem_mb"] is None and r["peak_rss_mb"] > 0 and r["samples_per_s"] > 0

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.evaluate import read_tidy
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -43,7 +45,7 @@ def smoke(tmp_path_factory):
 
 def test_tables_hold_every_system_with_sane_metrics(smoke):
     cfg, _, results = smoke
-    tidy = pd.read_csv(results / "tables" / "metrics_tidy.csv", keep_default_na=False)
+    tidy = read_tidy(results / "tables" / "metrics_tidy.csv")
     systems = set(tidy["system"])
     assert {f"member-{s}" for s in cfg["ensemble"]["seeds"]} <= systems and "ensemble" in systems
     for method in cfg["students"]["methods"]:
@@ -123,3 +125,48 @@ def test_bad_config_stops_before_any_job(smoke, tmp_path):
     bad = {**cfg, "students": {**cfg["students"], "epochs": "three"}}
     r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad2.yaml"))
     assert r.returncode != 0 and "three" in r.stdout + r.stderr
+
+
+def test_killed_training_resumes_on_rerun(smoke, tmp_path):
+    """Kill every member after one epoch (as a time limit would), rerun: each resumes from its
+    checkpoint and ends bit-identical to the uninterrupted smoke run."""
+    import os
+
+    from safetensors.torch import load_file
+
+    cfg, _, results = smoke
+    cfgfile = write_config({**cfg, "results": str(tmp_path / "r")}, tmp_path / "c.yaml")
+    env = {**os.environ, "PROXY_END2_STOP_AFTER_EPOCH": "1"}
+    r = subprocess.run(
+        ["snakemake", "--cores", "2", "--configfile", str(cfgfile), "--until", "train_member"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert r.returncode != 0  # the jobs were stopped
+    seeds = cfg["ensemble"]["seeds"]
+    assert not any((tmp_path / f"r/members/seed{s}/model.safetensors").exists() for s in seeds)
+    r = snakemake("--cores", 2, "--configfile", cfgfile, "--until", "train_member")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for s in seeds:
+        log = (tmp_path / f"r/logs/train_member/seed{s}.log").read_text()
+        assert "resuming from" in log and "after epoch 1/" in log
+        a = load_file(str(tmp_path / f"r/members/seed{s}/model.safetensors"))
+        b = load_file(str(results / f"members/seed{s}/model.safetensors"))
+        assert all(torch_equal(a[k], b[k]) for k in a)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_resource_records_are_aggregated(smoke):
+    _, _, results = smoke
+    table = pd.read_csv(results / "tables" / "resources.csv")
+    assert {"train_member", "cache_teacher", "distill", "evaluate"} <= set(table["stage"])
+    assert (table["wall_s"] > 0).all() and (table["samples_per_s"] > 0).all()
+    assert set(table["device"]) == {"cpu"}

@@ -21,10 +21,14 @@ REPO = Path(workflow.basedir)
 MEMBER_SEEDS = [int(s) for s in config["ensemble"]["seeds"]]
 STUDENT_SEEDS = [int(s) for s in config["students"]["seeds"]]
 METHODS = list(config["students"]["methods"])
+_FOLDERS = config["ood"].get("folders") or {}  # imagefolder shift/OOD sets
 DATA_SPLITS = (
     ["train", "val", "test"]
     + [f"ood_{name}" for name in config["ood"].get("sets", [])]
     + (["shift"] if config["ood"].get("corruptions") else [])
+    + [f"ood_{n}" for n, f in _FOLDERS.items() if f["kind"] == "ood"]
+    + [f"shift_{n}" for n, f in _FOLDERS.items() if f["kind"] == "shift"]
+    + (["shift"] if any(f["kind"] == "corruptions" for f in _FOLDERS.values()) else [])
 )
 
 
@@ -84,7 +88,7 @@ SYSTEMS = (
     + ["ensemble"]
     + [f"{m}-seed{s}" for m in METHODS for s in STUDENT_SEEDS]
 )
-TABLES = ["main", "prr", "ood", "shift"]
+TABLES = ["main", "prr", "ood", "shift", "shift_sets"]
 
 
 def system_model(wc):

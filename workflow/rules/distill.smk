@@ -15,6 +15,7 @@ rule distill:
         data=f"{R}/data",
         teacher=f"{R}/teacher",
         ckpt=lambda wc: f"{R}/checkpoints/students/{wc.method}/seed{wc.seed}.pt",
+        res=lambda wc: f"{R}/benchmarks/distill/{wc.method}/seed{wc.seed}.resources.json",
     log:
         f"{R}/logs/distill/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -27,4 +28,5 @@ rule distill:
     shell:
         "python -m pipeline.distill --data {params.data} --teacher {params.teacher}"
         " --seed {wildcards.seed} --config-json {params.cfg:q} --device " + DEVICE +
-        " --out {output.model} --ckpt {params.ckpt} --threads {threads} > {log} 2>&1"
+        " --out {output.model} --ckpt {params.ckpt} --threads {threads}"
+        " --resources-json {params.res} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule train_member:
         cfg=lambda wc: as_json(member_config(wc.seed)),
         data=f"{R}/data",
         ckpt=lambda wc: f"{R}/checkpoints/members/seed{wc.seed}.pt",
+        res=lambda wc: f"{R}/benchmarks/train_member/seed{wc.seed}.resources.json",
     log:
         f"{R}/logs/train_member/seed{{seed}}.log",
     benchmark:
@@ -25,4 +26,5 @@ rule train_member:
     shell:
         "python -m pipeline.train --data {params.data} --seed {wildcards.seed}"
         " --config-json {params.cfg:q} --device " + DEVICE + " --out {output.model}"
-        " --ckpt {params.ckpt} --threads {threads} > {log} 2>&1"
+        " --ckpt {params.ckpt} --threads {threads}"
+        " --resources-json {params.res} > {log} 2>&1"

@@ -17,6 +17,7 @@ rule evaluate:
         teacher=f"{R}/teacher",
         out=f"{R}/eval/{{system}}",
         model=lambda wc, input: f"--model {input.model}" if input.model else "",
+        res=f"{R}/benchmarks/evaluate/{{system}}.resources.json",
     wildcard_constraints:
         system=r"member-\d+|ensemble|[a-z0-9_]+-seed\d+",
     log:
@@ -31,7 +32,8 @@ rule evaluate:
     shell:
         "python -m pipeline.evaluate system --system {wildcards.system} --data {params.data}"
         " --teacher {params.teacher} {params.model} --out {params.out}"
-        " --config-json {params.cfg:q} --device " + DEVICE + " --threads {threads} > {log} 2>&1"
+        " --config-json {params.cfg:q} --device " + DEVICE + " --threads {threads}"
+        " --resources-json {params.res} > {log} 2>&1"
 
 
 rule aggregate:
@@ -45,11 +47,16 @@ rule aggregate:
         prr=report(f"{R}/tables/prr.csv", caption="../report/tables.rst", category="Tables"),
         ood=report(f"{R}/tables/ood.csv", caption="../report/tables.rst", category="Tables"),
         shift=report(f"{R}/tables/shift.csv", caption="../report/tables.rst", category="Tables"),
+        shift_sets=report(f"{R}/tables/shift_sets.csv", caption="../report/tables.rst",
+                          category="Tables"),
         renderings=expand(f"{R}/tables/{{name}}.{{ext}}", name=TABLES, ext=["md", "tex"]),
+        resources=report(f"{R}/tables/resources.csv", caption="../report/resources.rst",
+                         category="Tables"),
     params:
         out=f"{R}/tables",
+        benchmarks=f"{R}/benchmarks",
     log:
         f"{R}/logs/aggregate.log",
     shell:
         "python -m pipeline.evaluate aggregate --metrics {input.metrics} --out {params.out}"
-        " > {log} 2>&1"
+        " --resources-dir {params.benchmarks} > {log} 2>&1"

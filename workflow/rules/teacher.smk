@@ -13,6 +13,7 @@ rule cache_teacher:
         data=f"{R}/data",
         out=f"{R}/teacher",
         seeds=" ".join(map(str, MEMBER_SEEDS)),
+        res=f"{R}/benchmarks/cache_teacher.resources.json",
     log:
         f"{R}/logs/cache_teacher.log",
     benchmark:
@@ -25,4 +26,5 @@ rule cache_teacher:
     shell:
         "python -m pipeline.teacher --data {params.data} --members {input.members}"
         " --seeds {params.seeds} --out {params.out} --config-json {params.cfg:q}"
-        " --device " + DEVICE + " --threads {threads} > {log} 2>&1"
+        " --device " + DEVICE + " --threads {threads}"
+        " --resources-json {params.res} > {log} 2>&1"

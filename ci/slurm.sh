@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The SLURM path, proven against a real cluster: installs SLURM from Debian's packages, starts a
+# single-node cluster on localhost (munge, slurmctld, slurmd; two fake GPUs as gres), runs the
+# smoke config through `--profile profiles/slurm` with GPU requests and an injected interruption
+# (every training job stops after one epoch, as if killed; the profile's retries resume it),
+# and checks that
+#   - the jobs really went through SLURM (job ids, squeue's record, GPU requests granted);
+#   - interrupted training resumed from its checkpoint instead of restarting;
+#   - every table equals a plain local run's;
+# then stops exactly the daemons it started. Hard timeouts everywhere; never hangs.
+# Needs root on Debian/Ubuntu. Usage: bash ci/slurm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+[ "$(id -u)" = 0 ] || { echo "ci/slurm.sh needs root (it installs and starts SLURM)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/proxy-end2-slurm.XXXXXX)
+export SLURM_CONF=$WORK/slurm.conf
+STARTED_PIDS=()
+log() { printf '[slurm-ci %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  if command -v scancel >/dev/null && [ -f "$SLURM_CONF" ]; then
+    timeout 10 scancel --user "$(id -un)" >/dev/null 2>&1
+  fi
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null
+  done
+  sleep 1
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+  done
+  if [ $rc -ne 0 ]; then
+    log "FAILED (exit $rc); daemon logs:"
+    tail -n 30 "$WORK"/slurmctld.log "$WORK"/slurmd.log 2>/dev/null
+  fi
+  log "stopped ${#STARTED_PIDS[@]} daemon(s) this script started; work dir $WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- install (idempotent)
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+  log "installing SLURM + munge from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
+fi
+
+# ---------------------------------------------------------------- configure
+HOST=$(hostname -s)
+mkdir -p /run/munge /run/slurm "$WORK"/spool/ctld "$WORK"/spool/d
+chown munge:munge /run/munge
+if [ ! -s /etc/munge/munge.key ]; then
+  mungekey --create --keyfile /etc/munge/munge.key 2>/dev/null \
+    || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  chown munge:munge /etc/munge/munge.key
+  chmod 400 /etc/munge/munge.key
+fi
+for i in 0 1; do
+  [ -e /run/fakegpu$i ] || mknod -m 666 /run/fakegpu$i c 1 3
+done
+NODE=$(slurmd -C | head -n 1)
+MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$NODE")
+NODE=$(sed "s/RealMemory=[0-9]*/RealMemory=$((MEM - 2000))/" <<<"$NODE")
+cat > "$SLURM_CONF" <<EOF
+ClusterName=proxyend2ci
+SlurmctldHost=$HOST
+AuthType=auth/munge
+SlurmUser=root
+SlurmctldPort=6917
+SlurmdPort=6918
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+GresTypes=gpu
+MinJobAge=600
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+StateSaveLocation=$WORK/spool/ctld
+SlurmdSpoolDir=$WORK/spool/d
+SlurmctldPidFile=$WORK/slurmctld.pid
+SlurmdPidFile=$WORK/slurmd.pid
+SlurmctldLogFile=$WORK/slurmctld.log
+SlurmdLogFile=$WORK/slurmd.log
+$NODE NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN
+PartitionName=ci Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+echo "NodeName=$HOST Name=gpu File=/run/fakegpu[0-1]" > "$WORK/gres.conf"
+
+# ---------------------------------------------------------------- start the daemons
+if ! pgrep -x munged >/dev/null; then
+  runuser -u munge -- /usr/sbin/munged
+  sleep 0.5
+  STARTED_PIDS+=("$(pgrep -xo munged)")
+fi
+/usr/sbin/slurmctld -f "$SLURM_CONF"
+for _ in $(seq 50); do [ -s "$WORK/slurmctld.pid" ] && break; sleep 0.2; done
+STARTED_PIDS+=("$(cat "$WORK/slurmctld.pid")")
+/usr/sbin/slurmd -f "$SLURM_CONF"
+for _ in $(seq 50); do [ -s "$WORK/slurmd.pid" ] && break; sleep 0.2; done
+STARTED_PIDS+=("$(cat "$WORK/slurmd.pid")")
+for _ in $(seq 60); do
+  state=$(timeout 5 sinfo -h -N -o '%t' 2>/dev/null | head -n 1 || true)
+  [ "$state" = idle ] && break
+  sleep 0.5
+done
+[ "$state" = idle ] || { log "node never became idle (state: '$state')"; exit 1; }
+log "cluster up: $(sinfo -h -N -o '%N %t cpus=%c gres=%G')"
+
+# ---------------------------------------------------------------- configs and profile
+python - "$WORK" <<'PY'
+import sys, yaml
+work = sys.argv[1]
+cfg = yaml.safe_load(open("config/smoke.yaml"))
+for name, gpu in (("local", 0), ("slurm", 1)):
+    c = dict(cfg, results=f"{work}/results-{name}",
+             resources=dict(cfg["resources"], gpu=gpu))  # slurm: every training job asks a GPU
+    yaml.safe_dump(c, open(f"{work}/{name}.yaml", "w"))
+prof = yaml.safe_load(open("profiles/slurm/config.yaml"))
+prof.update({"slurm-init-seconds-before-status-checks": 5, "slurm-keep-successful-logs": True,
+             "latency-wait": 5, "jobs": 4})
+prof["default-resources"] = prof["default-resources"] + ["slurm_account=root"]
+import os; os.makedirs(f"{work}/profile", exist_ok=True)
+yaml.safe_dump(prof, open(f"{work}/profile/config.yaml", "w"))
+PY
+
+# ---------------------------------------------------------------- run through SLURM
+log "smoke config through SLURM (training interrupted after every epoch, resumed by retries)"
+PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 900 \
+  snakemake --profile "$WORK/profile" --configfile "$WORK/slurm.yaml" \
+  > "$WORK/snakemake-slurm.log" 2>&1 || { tail -n 60 "$WORK/snakemake-slurm.log"; exit 1; }
+log "local reference run"
+timeout -s INT -k 60 900 snakemake --cores 2 --configfile "$WORK/local.yaml" \
+  > "$WORK/snakemake-local.log" 2>&1 || { tail -n 60 "$WORK/snakemake-local.log"; exit 1; }
+
+# ---------------------------------------------------------------- checks
+python - "$WORK" <<'PY'
+import glob, re, subprocess, sys
+import numpy as np, pandas as pd
+work = sys.argv[1]
+out = open(f"{work}/snakemake-slurm.log").read()
+ids = set(re.findall(r"SLURM (?:run ID|jobid)[:\s]+(\d+)", out, re.I))
+ids |= set(re.findall(r"external jobid '?(\d+)", out))
+assert len(ids) >= 10, f"expected SLURM job ids in the snakemake log, found {sorted(ids)}"
+q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%b"], capture_output=True,
+                   text=True, timeout=30).stdout.split("\n")
+rows = [r.split("|") for r in q if r.strip()]
+states = {r[0]: r[2] for r in rows}
+assert ids <= set(states), f"job ids missing from squeue: {sorted(ids - set(states))}"
+assert sum(s == "COMPLETED" for s in states.values()) >= 10, states
+gpu_jobs = [r for r in rows if "gpu" in r[3]]
+assert gpu_jobs, "no job asked SLURM for a GPU (gres)"
+assert any(s == "FAILED" for s in states.values()), "the injected interruption never happened"
+logs = glob.glob(f"{work}/results-slurm/logs/train_member/*.log")
+assert logs and all("resuming from" in open(p).read() for p in logs), "members did not resume"
+dlogs = glob.glob(f"{work}/results-slurm/logs/distill/*/*.log")
+assert dlogs and all("resuming from" in open(p).read() for p in dlogs), "students did not resume"
+from pipeline.evaluate import read_tidy
+a = read_tidy(f"{work}/results-slurm/tables/metrics_tidy.csv")
+b = read_tidy(f"{work}/results-local/tables/metrics_tidy.csv")
+a, b = (t.sort_values(list(t.columns[:-1])).reset_index(drop=True) for t in (a, b))
+assert a.drop(columns="value").equals(b.drop(columns="value")), "different metric rows"
+np.testing.assert_allclose(a["value"], b["value"], rtol=1e-6, atol=1e-9, equal_nan=True)
+print(f"{len(ids)} SLURM jobs ({sum(s == 'FAILED' for s in states.values())} interrupted and "
+      f"resumed, {len(gpu_jobs)} with GPU gres); {len(a)} metrics identical to the local run")
+PY
+log "SLURM path OK"
