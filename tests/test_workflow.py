@@ -138,7 +138,16 @@ def test_killed_training_resumes_on_rerun(smoke, tmp_path):
     cfgfile = write_config({**cfg, "results": str(tmp_path / "r")}, tmp_path / "c.yaml")
     env = {**os.environ, "PROXY_END2_STOP_AFTER_EPOCH": "1"}
     r = subprocess.run(
-        ["snakemake", "--cores", "2", "--configfile", str(cfgfile), "--until", "train_member"],
+        [
+            "snakemake",
+            "--cores",
+            "2",
+            "--configfile",
+            str(cfgfile),
+            "--until",
+            "train_member",
+            "--keep-going",
+        ],  # every member starts (and is stopped), not just the first two
         cwd=REPO,
         capture_output=True,
         text=True,
