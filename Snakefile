@@ -14,6 +14,13 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    method="|".join(METHODS),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/teacher.smk"

@@ -15,8 +15,12 @@ REPO=$PWD
 [ "$(id -u)" = 0 ] || { echo "ci/slurm.sh needs root (it installs and starts SLURM)" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/proxy-end2-slurm.XXXXXX)
-export SLURM_CONF=$WORK/slurm.conf
+# srun inside batch jobs reads only the default location: put the config there, keeping any
+# existing files aside and putting them back on exit
+ETC=/etc/slurm
+export SLURM_CONF=$ETC/slurm.conf
 STARTED_PIDS=()
+BACKED_UP=()
 log() { printf '[slurm-ci %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 cleanup() {
@@ -36,6 +40,8 @@ cleanup() {
     log "FAILED (exit $rc); daemon logs:"
     tail -n 30 "$WORK"/slurmctld.log "$WORK"/slurmd.log 2>/dev/null
   fi
+  rm -f "$ETC/slurm.conf" "$ETC/gres.conf"
+  for f in "${BACKED_UP[@]}"; do mv "$WORK/etc-backup/$f" "$ETC/$f"; done
   log "stopped ${#STARTED_PIDS[@]} daemon(s) this script started; work dir $WORK"
   exit $rc
 }
@@ -62,6 +68,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 for i in 0 1; do
   [ -e /run/fakegpu$i ] || mknod -m 666 /run/fakegpu$i c 1 3
+done
+mkdir -p "$ETC" "$WORK/etc-backup"
+for f in slurm.conf gres.conf; do
+  if [ -e "$ETC/$f" ]; then mv "$ETC/$f" "$WORK/etc-backup/$f"; BACKED_UP+=("$f"); fi
 done
 NODE=$(slurmd -C | head -n 1)
 MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$NODE")
@@ -92,7 +102,7 @@ SlurmdLogFile=$WORK/slurmd.log
 $NODE NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN
 PartitionName=ci Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-echo "NodeName=$HOST Name=gpu File=/run/fakegpu[0-1]" > "$WORK/gres.conf"
+echo "NodeName=$HOST Name=gpu File=/run/fakegpu[0-1]" > "$ETC/gres.conf"
 
 # ---------------------------------------------------------------- start the daemons
 if ! pgrep -x munged >/dev/null; then
@@ -100,12 +110,12 @@ if ! pgrep -x munged >/dev/null; then
   sleep 0.5
   STARTED_PIDS+=("$(pgrep -xo munged)")
 fi
-/usr/sbin/slurmctld -f "$SLURM_CONF"
-for _ in $(seq 50); do [ -s "$WORK/slurmctld.pid" ] && break; sleep 0.2; done
-STARTED_PIDS+=("$(cat "$WORK/slurmctld.pid")")
-/usr/sbin/slurmd -f "$SLURM_CONF"
-for _ in $(seq 50); do [ -s "$WORK/slurmd.pid" ] && break; sleep 0.2; done
-STARTED_PIDS+=("$(cat "$WORK/slurmd.pid")")
+for daemon in slurmctld slurmd; do  # each writes its pid file once it is up
+  "/usr/sbin/$daemon" -f "$SLURM_CONF"
+  for _ in $(seq 50); do [ -s "$WORK/$daemon.pid" ] && break; sleep 0.2; done
+  [ -s "$WORK/$daemon.pid" ] || { log "$daemon did not start"; exit 1; }
+  STARTED_PIDS+=("$(cat "$WORK/$daemon.pid")")
+done
 for _ in $(seq 60); do
   state=$(timeout 5 sinfo -h -N -o '%t' 2>/dev/null | head -n 1 || true)
   [ "$state" = idle ] && break
@@ -133,7 +143,7 @@ PY
 
 # ---------------------------------------------------------------- run through SLURM
 log "smoke config through SLURM (training interrupted after every epoch, resumed by retries)"
-PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 900 \
+PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 600 \
   snakemake --profile "$WORK/profile" --configfile "$WORK/slurm.yaml" \
   > "$WORK/snakemake-slurm.log" 2>&1 || { tail -n 60 "$WORK/snakemake-slurm.log"; exit 1; }
 log "local reference run"
@@ -146,8 +156,7 @@ import glob, re, subprocess, sys
 import numpy as np, pandas as pd
 work = sys.argv[1]
 out = open(f"{work}/snakemake-slurm.log").read()
-ids = set(re.findall(r"SLURM (?:run ID|jobid)[:\s]+(\d+)", out, re.I))
-ids |= set(re.findall(r"external jobid '?(\d+)", out))
+ids = set(re.findall(r"submitted with SLURM jobid (\d+)", out))
 assert len(ids) >= 10, f"expected SLURM job ids in the snakemake log, found {sorted(ids)}"
 q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%b"], capture_output=True,
                    text=True, timeout=30).stdout.split("\n")
@@ -155,7 +164,9 @@ rows = [r.split("|") for r in q if r.strip()]
 states = {r[0]: r[2] for r in rows}
 assert ids <= set(states), f"job ids missing from squeue: {sorted(ids - set(states))}"
 assert sum(s == "COMPLETED" for s in states.values()) >= 10, states
-gpu_jobs = [r for r in rows if "gpu" in r[3]]
+shown = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True,
+                       timeout=30).stdout.splitlines()
+gpu_jobs = [line for line in shown if re.search(r"gres[:/]gpu[:=]1", line)]
 assert gpu_jobs, "no job asked SLURM for a GPU (gres)"
 assert any(s == "FAILED" for s in states.values()), "the injected interruption never happened"
 logs = glob.glob(f"{work}/results-slurm/logs/train_member/*.log")

@@ -19,9 +19,6 @@ Run by hand::
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,15 +30,7 @@ from pipeline import metrics
 from pipeline import teacher as T
 from pipeline.io import fingerprint, save_model
 from pipeline.models import build_model, count_parameters
-from pipeline.resources import ResourceRecord
-from pipeline.train import (
-    Interrupted,
-    fit,
-    predict_logits,
-    select_device,
-    set_threads,
-    write_history,
-)
+from pipeline.train import fit, predict_logits, select_device, training_cli, write_history
 
 METHODS = ("end", "end2", "pd_end2", "pd_fkl")
 
@@ -202,34 +191,12 @@ def distill(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Distil one student (rule distill)")
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--teacher", required=True, type=Path)
-    ap.add_argument("--seed", required=True, type=int)
-    ap.add_argument("--config-json", required=True)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--ckpt", required=True, type=Path)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
-    args = ap.parse_args()
-    set_threads(args.threads)
-    cfg = {**json.loads(args.config_json), "device": args.device}
-    try:
-        with ResourceRecord(args.resources_json, "distill", select_device(args.device)) as rec:
-            history = distill(
-                args.data,
-                args.teacher,
-                cfg,
-                args.seed,
-                args.out,
-                args.ckpt,
-                log=lambda s: print(s, flush=True),
-            )
-            rec.samples = int(sum(h["images_per_s"] * h["seconds"] for h in history))
-    except Interrupted as err:
-        print(err, flush=True)
-        sys.exit(3)
+    training_cli(
+        "Distil one student (rule distill)",
+        "distill",
+        lambda a, cfg, log: distill(a.data, a.teacher, cfg, a.seed, a.out, a.ckpt, log=log),
+        extra_args=lambda ap: ap.add_argument("--teacher", required=True, type=Path),
+    )
 
 
 if __name__ == "__main__":

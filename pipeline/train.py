@@ -326,8 +326,11 @@ def train_member(
     return history
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Train one ensemble member (rule train_member)")
+def training_cli(description: str, stage: str, run, extra_args=None) -> None:
+    """Command line shared by the training stages (``train_member``, ``distill``): the common
+    flags, the resource record, and exit code 3 when a run stops early (:data:`STOP_AFTER_ENV`).
+    ``run(args, cfg, log)`` trains and returns the history."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--seed", required=True, type=int)
     ap.add_argument("--config-json", required=True)
@@ -336,22 +339,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
+    if extra_args:
+        extra_args(ap)
     args = ap.parse_args()
     set_threads(args.threads)
+    cfg = {**json.loads(args.config_json), "device": args.device}
     try:
-        with ResourceRecord(args.resources_json, "train_member", select_device(args.device)) as rec:
-            history = train_member(
-                args.data,
-                {**json.loads(args.config_json), "device": args.device},
-                args.seed,
-                args.out,
-                args.ckpt,
-                log=lambda s: print(s, flush=True),
-            )
+        with ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec:
+            history = run(args, cfg, lambda s: print(s, flush=True))
             rec.samples = int(sum(h["images_per_s"] * h["seconds"] for h in history))
     except Interrupted as err:
         print(err, flush=True)
         sys.exit(3)
+
+
+def main() -> None:
+    training_cli(
+        "Train one ensemble member (rule train_member)",
+        "train_member",
+        lambda a, cfg, log: train_member(a.data, cfg, a.seed, a.out, a.ckpt, log=log),
+    )
 
 
 if __name__ == "__main__":

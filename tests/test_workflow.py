@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pipeline.evaluate import read_tidy
+from pipeline.figures import FIGURES
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -59,15 +60,7 @@ def test_tables_hold_every_system_with_sane_metrics(smoke):
     assert ensemble >= members.mean()
     main = pd.read_csv(results / "tables" / "main.csv", index_col=0)
     assert list(main.index) == ["Single model", "Ensemble", "EnD", "EnD²", "PD-EnD²", "PD-FKL"]
-    for name in (
-        "rejection_curves",
-        "ood_histograms",
-        "reliability",
-        "shift",
-        "training_curves",
-        "knowledge_scatter",
-        "gradient_analysis",
-    ):
+    for name in FIGURES:
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
         assert (results / "figures" / f"{name}.pdf").is_file()
 

@@ -1,10 +1,12 @@
-# Config validation, target lists and helpers shared by every rule file.
+# Config validation, target lists and helpers shared by the workflow files.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from pipeline.distill import needs_members
+from pipeline.figures import FIGURES
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -32,13 +34,8 @@ DATA_SPLITS = (
 )
 
 
-wildcard_constraints:
-    seed=r"\d+",
-    method="|".join(METHODS),
-
-
 def code(*modules):
-    """Source files of pipeline/ a rule runs: editing them reruns the rule (mtime trigger)."""
+    """Source files of pipeline/ a job runs: editing them reruns its jobs (mtime trigger)."""
     return [str(REPO / "pipeline" / f"{m}.py") for m in ("__init__", "io", *modules)]
 
 
@@ -97,3 +94,10 @@ def system_model(wc):
         return []
     method, seed = wc.system.rsplit("-seed", 1)
     return [f"{R}/students/{method}/seed{seed}/model.safetensors"]
+
+
+_GA = config.get("gradient_analysis", {})
+
+
+def fig(name):
+    return report(f"{R}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")

@@ -7,7 +7,7 @@ rule prepare_data:
         splits=data_files(),
     params:
         cfg=as_json({"dataset": config["dataset"], "ood": config["ood"]}),
-        out=f"{R}/data",
+        out=lambda wc, output: os.path.dirname(output.manifest),
     log:
         f"{R}/logs/prepare_data.log",
     benchmark:

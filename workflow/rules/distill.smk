@@ -11,9 +11,10 @@ rule distill:
         meta=f"{R}/students/{{method}}/seed{{seed}}/model.json",
         history=f"{R}/students/{{method}}/seed{{seed}}/history.csv",
     params:
+        device=DEVICE,
         cfg=lambda wc: as_json(student_config(wc.method)),
-        data=f"{R}/data",
-        teacher=f"{R}/teacher",
+        data=lambda wc, input: os.path.dirname(input.data),
+        teacher=lambda wc, input: os.path.dirname(input.teacher),
         ckpt=lambda wc: f"{R}/checkpoints/students/{wc.method}/seed{wc.seed}.pt",
         res=lambda wc: f"{R}/benchmarks/distill/{wc.method}/seed{wc.seed}.resources.json",
     log:
@@ -27,6 +28,6 @@ rule distill:
         gpu=GPU,
     shell:
         "python -m pipeline.distill --data {params.data} --teacher {params.teacher}"
-        " --seed {wildcards.seed} --config-json {params.cfg:q} --device " + DEVICE +
+        " --seed {wildcards.seed} --config-json {params.cfg:q} --device {params.device}"
         " --out {output.model} --ckpt {params.ckpt} --threads {threads}"
         " --resources-json {params.res} > {log} 2>&1"

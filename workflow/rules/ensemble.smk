@@ -10,8 +10,9 @@ rule train_member:
         meta=f"{R}/members/seed{{seed}}/model.json",
         history=f"{R}/members/seed{{seed}}/history.csv",
     params:
+        device=DEVICE,
         cfg=lambda wc: as_json(member_config(wc.seed)),
-        data=f"{R}/data",
+        data=lambda wc, input: os.path.dirname(input.manifest),
         ckpt=lambda wc: f"{R}/checkpoints/members/seed{wc.seed}.pt",
         res=lambda wc: f"{R}/benchmarks/train_member/seed{wc.seed}.resources.json",
     log:
@@ -25,6 +26,6 @@ rule train_member:
         gpu=GPU,
     shell:
         "python -m pipeline.train --data {params.data} --seed {wildcards.seed}"
-        " --config-json {params.cfg:q} --device " + DEVICE + " --out {output.model}"
+        " --config-json {params.cfg:q} --device {params.device} --out {output.model}"
         " --ckpt {params.ckpt} --threads {threads}"
         " --resources-json {params.res} > {log} 2>&1"

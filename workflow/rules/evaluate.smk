@@ -12,10 +12,11 @@ rule evaluate:
         metrics=f"{R}/eval/{{system}}/metrics.csv",
         arrays=f"{R}/eval/{{system}}/per_example.safetensors",
     params:
+        device=DEVICE,
         cfg=as_json(config["evaluation"]),
-        data=f"{R}/data",
-        teacher=f"{R}/teacher",
-        out=f"{R}/eval/{{system}}",
+        data=lambda wc, input: os.path.dirname(input.data),
+        teacher=lambda wc, input: os.path.dirname(input.teacher),
+        out=lambda wc, output: os.path.dirname(output.metrics),
         model=lambda wc, input: f"--model {input.model}" if input.model else "",
         res=f"{R}/benchmarks/evaluate/{{system}}.resources.json",
     wildcard_constraints:
@@ -32,7 +33,7 @@ rule evaluate:
     shell:
         "python -m pipeline.evaluate system --system {wildcards.system} --data {params.data}"
         " --teacher {params.teacher} {params.model} --out {params.out}"
-        " --config-json {params.cfg:q} --device " + DEVICE + " --threads {threads}"
+        " --config-json {params.cfg:q} --device {params.device} --threads {threads}"
         " --resources-json {params.res} > {log} 2>&1"
 
 
@@ -53,7 +54,7 @@ rule aggregate:
         resources=report(f"{R}/tables/resources.csv", caption="../report/resources.rst",
                          category="Tables"),
     params:
-        out=f"{R}/tables",
+        out=lambda wc, output: os.path.dirname(output.tidy),
         benchmarks=f"{R}/benchmarks",
     log:
         f"{R}/logs/aggregate.log",

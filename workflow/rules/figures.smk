@@ -1,12 +1,3 @@
-FIGURES = ["rejection_curves", "ood_histograms", "reliability", "shift", "training_curves",
-           "knowledge_scatter", "gradient_analysis"]
-_GA = config.get("gradient_analysis", {})
-
-
-def fig(name):
-    return report(f"{R}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
-
-
 rule gradient_analysis:
     """Head share of the gradient of EnD / EnD2 / PD-EnD2 on synthetic ensembles, K up to 40k."""
     input:
@@ -18,7 +9,7 @@ rule gradient_analysis:
         ks=" ".join(str(k) for k in _GA.get("ks", [10, 100, 1000, 10000, 40000])),
         batch=_GA.get("batch", 8),
         profile_k=_GA.get("profile_k", 10000),
-        out=f"{R}/gradient_analysis",
+        out=lambda wc, output: os.path.dirname(output.shares),
     log:
         f"{R}/logs/gradient_analysis.log",
     benchmark:
@@ -49,8 +40,8 @@ rule figures:
         fig("gradient_analysis"),
         pdfs=expand(f"{R}/figures/{{name}}.pdf", name=FIGURES),
     params:
-        results=R,
-        out=f"{R}/figures",
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.tidy)),
+        out=lambda wc, output: os.path.dirname(output.pdfs[0]),
     log:
         f"{R}/logs/figures.log",
     shell:
@@ -69,7 +60,7 @@ rule publish:
         figures=expand("docs/figures/{name}.png", name=["ood_histograms", "rejection_curves",
                                                        "shift", "gradient_analysis"]),
     params:
-        results=R,
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.tables[0])),
     log:
         f"{R}/logs/publish.log",
     shell:

@@ -9,16 +9,17 @@ rule cache_teacher:
         manifest=f"{R}/teacher/manifest.json",
         splits=teacher_files(),
     params:
+        device=DEVICE,
         cfg=as_json(teacher_config()),
-        data=f"{R}/data",
-        out=f"{R}/teacher",
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        out=lambda wc, output: os.path.dirname(output.manifest),
         seeds=" ".join(map(str, MEMBER_SEEDS)),
         res=f"{R}/benchmarks/cache_teacher.resources.json",
     log:
         f"{R}/logs/cache_teacher.log",
     benchmark:
         f"{R}/benchmarks/cache_teacher.tsv"
-    threads: max(THREADS, 4)  # a single job the rest waits on: use the cores (capped by --cores)
+    threads: int(config["teacher"].get("threads", THREADS))  # one job the rest waits on
     resources:
         mem_mb=MEM_MB,
         runtime=RUNTIME,
@@ -26,5 +27,5 @@ rule cache_teacher:
     shell:
         "python -m pipeline.teacher --data {params.data} --members {input.members}"
         " --seeds {params.seeds} --out {params.out} --config-json {params.cfg:q}"
-        " --device " + DEVICE + " --threads {threads}"
+        " --device {params.device} --threads {threads}"
         " --resources-json {params.res} > {log} 2>&1"
