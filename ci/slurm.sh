@@ -135,7 +135,7 @@ for name, gpu in (("local", 0), ("slurm", 1)):
     yaml.safe_dump(c, open(f"{work}/{name}.yaml", "w"))
 prof = yaml.safe_load(open("profiles/slurm/config.yaml"))
 prof.update({"slurm-init-seconds-before-status-checks": 5, "slurm-keep-successful-logs": True,
-             "latency-wait": 5, "jobs": 4})
+             "latency-wait": 5, "jobs": 4, "seconds-between-status-checks": 2})
 prof["default-resources"] = prof["default-resources"] + ["slurm_account=root"]
 import os; os.makedirs(f"{work}/profile", exist_ok=True)
 yaml.safe_dump(prof, open(f"{work}/profile/config.yaml", "w"))

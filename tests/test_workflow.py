@@ -172,3 +172,14 @@ def test_resource_records_are_aggregated(smoke):
     assert {"train_member", "cache_teacher", "distill", "evaluate"} <= set(table["stage"])
     assert (table["wall_s"] > 0).all() and (table["samples_per_s"] > 0).all()
     assert set(table["device"]) == {"cpu"}
+
+
+def test_report_page_holds_figures_and_tables(smoke, tmp_path):
+    _, cfgfile, _ = smoke
+    page = tmp_path / "report.html"
+    r = snakemake("--report", page, "--configfile", cfgfile)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    html = page.read_text(errors="replace")
+    assert page.stat().st_size > 100_000
+    for name in ("gradient_analysis.png", "rejection_curves.png", "main.csv", "resources.csv"):
+        assert name in html
