@@ -28,9 +28,8 @@ from pipeline import data as D
 from pipeline import dirichlet as Dir
 from pipeline import metrics
 from pipeline import teacher as T
-from pipeline.io import fingerprint, save_model
 from pipeline.models import build_model, count_parameters
-from pipeline.train import fit, predict_logits, select_device, training_cli, write_history
+from pipeline.train import fit_and_save, predict_logits, select_device, training_cli
 
 METHODS = ("end", "end2", "pd_end2", "pd_fkl")
 
@@ -150,44 +149,29 @@ def distill(
             "val_log_precision": float(torch.logsumexp(raw.double(), -1).mean()),  # ln sum exp z
         }
 
-    cfg_fp = {k_: v for k_, v in cfg.items() if k_ != "device"}
-    fp = fingerprint(
-        {
-            "cfg": cfg_fp,
-            "seed": seed,
-            "teacher": manifest["member_sha256"],
-            "data": manifest["data_manifest"],
-        }
-    )
-    history = fit(
+    meta = {
+        "role": "student",
+        "method": method,
+        "options": options,
+        "num_classes": k,
+        "in_channels": in_ch,
+        "teacher_member_sha256": manifest["member_sha256"],
+    }
+    fp_inputs = {"teacher": manifest["member_sha256"], "data": manifest["data_manifest"]}
+    return fit_and_save(
         model,
         train_images,
         loss,
         cfg,
         seed=seed,
-        ckpt_path=ckpt,
-        fp=fp,
+        ckpt=ckpt,
+        out=out,
+        fp_inputs=fp_inputs,
+        meta=meta,
         eval_fn=eval_fn,
         device=device,
         log=log,
     )
-    save_model(
-        model.cpu(),
-        out,
-        {
-            "role": "student",
-            "method": method,
-            "options": options,
-            "seed": seed,
-            "config": cfg,
-            "num_classes": k,
-            "in_channels": in_ch,
-            "history": history,
-            "teacher_member_sha256": manifest["member_sha256"],
-        },
-    )
-    write_history(history, Path(out).with_name("history.csv"))
-    return history
 
 
 def main() -> None:

@@ -295,11 +295,51 @@ def train_member(
         y = val["labels"]
         return {"val_acc": metrics.accuracy(p, y), "val_nll": metrics.nll(p, y)}
 
-    cfg_fp = {k: v for k, v in cfg.items() if k != "device"}
-    fp = fingerprint({"cfg": cfg_fp, "seed": seed, "data": manifest["splits"]["train"]["sha256"]})
-    history = fit(
+    meta = {
+        "role": "member",
+        "num_classes": k,
+        "in_channels": in_ch,
+        "data_sha256": manifest["splits"]["train"]["sha256"],
+    }
+    return fit_and_save(
         model,
         train["images"],
+        loss_fn,
+        cfg,
+        seed=seed,
+        ckpt=ckpt,
+        out=out,
+        fp_inputs={"data": meta["data_sha256"]},
+        meta=meta,
+        eval_fn=eval_fn,
+        device=device,
+        log=log,
+    )
+
+
+def fit_and_save(
+    model: nn.Module,
+    images,
+    loss_fn,
+    cfg: dict,
+    *,
+    seed: int,
+    ckpt,
+    out,
+    fp_inputs: dict,
+    meta: dict,
+    eval_fn,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[dict]:
+    """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
+    slice without the device, seed, ``fp_inputs``), the resumable fit, then the weights with
+    ``meta`` + config + history beside them, and ``history.csv``."""
+    cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
+    fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
+    history = fit(
+        model,
+        images,
         loss_fn,
         cfg,
         seed=seed,
@@ -309,19 +349,7 @@ def train_member(
         device=device,
         log=log,
     )
-    save_model(
-        model.cpu(),
-        out,
-        {
-            "role": "member",
-            "seed": seed,
-            "config": cfg,
-            "num_classes": k,
-            "in_channels": in_ch,
-            "history": history,
-            "data_sha256": manifest["splits"]["train"]["sha256"],
-        },
-    )
+    save_model(model.cpu(), out, {**meta, "seed": seed, "config": cfg, "history": history})
     write_history(history, Path(out).with_name("history.csv"))
     return history
 
