@@ -143,7 +143,7 @@ PY
 
 # ---------------------------------------------------------------- run through SLURM
 log "smoke config through SLURM (training interrupted after every epoch, resumed by retries)"
-PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 600 \
+PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 900 \
   snakemake --profile "$WORK/profile" --configfile "$WORK/slurm.yaml" \
   > "$WORK/snakemake-slurm.log" 2>&1 || { tail -n 60 "$WORK/snakemake-slurm.log"; exit 1; }
 log "local reference run"
