@@ -343,6 +343,11 @@ def iterate_batches(
         yield from images.batches(batches, train=train, seed=seed, workers=workers, pin=pin)
 
 
+def channels(images) -> int:
+    """Colour channels of an image set: ``[N, H, W]`` is grey (1), ``[N, C, H, W]`` has C."""
+    return 1 if images.ndim == 3 else int(images.shape[1])
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[N, H, W]`` -> float ``[N, 1, H, W]`` in [0, 1] (``[N, C, H, W]`` passes through)."""
     x = images.float() / 255.0

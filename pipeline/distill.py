@@ -118,7 +118,7 @@ def distill(
     cache_val = T.load_split(cache_dir, "val")
     val_images = D.load_split(data_dir, "val")["images"]
     k, m = int(manifest["num_classes"]), int(manifest["num_members"])
-    in_ch = 1 if train_images.ndim == 3 else int(train_images.shape[1])
+    in_ch = D.channels(train_images)
     torch.manual_seed(seed)
     model = build_model(cfg["model"], k, in_ch)
     device = select_device(cfg.get("device", "auto"))

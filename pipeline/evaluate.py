@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 
 from pipeline import data as D
 from pipeline import metrics as Mx
 from pipeline import teacher as T
 from pipeline.dirichlet import student_alphas
-from pipeline.io import atomic_save, atomic_write_text, read_json
-from pipeline.models import build_model
+from pipeline.io import atomic_save, atomic_write_text
+from pipeline.models import load_trained
 from pipeline.resources import ResourceRecord
 from pipeline.train import predict_logits, select_device, set_threads
 from pipeline.uncertainty import dirichlet_uncertainty, ensemble_uncertainty, scores
@@ -103,9 +102,7 @@ def predictions(
     masks = masks or {}
     raw, m_off, model = {}, 0.0, None
     if group not in ("member", "ensemble"):
-        meta = read_json(model_path.with_suffix(".json"))
-        model = build_model(meta["config"]["model"], meta["num_classes"], meta["in_channels"])
-        model.load_state_dict(load_file(str(model_path)))
+        model, meta = load_trained(model_path)
         m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
         workers = int(meta["config"].get("workers", 0))
     for split in splits:

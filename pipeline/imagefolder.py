@@ -175,22 +175,15 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
             mask,
         )
 
-    pick = perm[n_val : n_val + n_train].tolist()
-    add(
-        "train",
-        ds["train_dir"],
-        [train_paths[i] for i in pick],
-        [train_labels[i] for i in pick],
-        pick,
-    )
-    pick = perm[:n_val].tolist()
-    add(
-        "val",
-        ds["train_dir"],
-        [train_paths[i] for i in pick],
-        [train_labels[i] for i in pick],
-        pick,
-    )
+    for name, pick in (("train", perm[n_val : n_val + n_train]), ("val", perm[:n_val])):
+        pick = pick.tolist()
+        add(
+            name,
+            ds["train_dir"],
+            [train_paths[i] for i in pick],
+            [train_labels[i] for i in pick],
+            pick,
+        )
     paths, labels, _ = scan(ds["val_dir"], classes)
     take = torch.randperm(len(paths), generator=g)[: ds.get("test_size") or len(paths)].tolist()
     take.sort()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,6 +105,19 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
     if norm not in NORMALIZATIONS:
         raise ValueError(f"model.normalize must be one of {sorted(NORMALIZATIONS)}, got {norm!r}")
     return nn.Sequential(Normalize(*NORMALIZATIONS[norm]), model)
+
+
+def load_trained(path: str | Path) -> tuple[nn.Module, dict]:
+    """A model saved by :func:`pipeline.io.save_model` (weights + JSON metadata beside them),
+    rebuilt from its recorded config and returned in eval mode with that metadata."""
+    from safetensors.torch import load_file
+
+    from pipeline.io import read_json
+
+    meta = read_json(Path(path).with_suffix(".json"))
+    model = build_model(meta["config"]["model"], int(meta["num_classes"]), int(meta["in_channels"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), meta
 
 
 def count_parameters(model: nn.Module) -> int:

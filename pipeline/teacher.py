@@ -35,7 +35,7 @@ from pipeline import data as D
 from pipeline import dirichlet as Dir
 from pipeline.dirichlet import TeacherStats, teacher_stats
 from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_json, sha256_file
-from pipeline.models import build_model
+from pipeline.models import load_trained
 from pipeline.resources import ResourceRecord
 from pipeline.train import predict_log_probs, select_device, set_threads
 
@@ -45,13 +45,6 @@ EVAL_ONLY_SPLITS = ("test",)  # plus every ood_* and shift split
 
 class CacheMismatchError(ValueError):
     """The cache was built from other data or other members: it must be rebuilt."""
-
-
-def load_member(path: str | Path) -> torch.nn.Module:
-    meta = read_json(Path(path).with_suffix(".json"))
-    model = build_model(meta["config"]["model"], int(meta["num_classes"]), int(meta["in_channels"]))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
 
 
 def _stats_chunks(member_lp: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -84,7 +77,7 @@ def build_cache(
         raise ValueError(f"teacher.dtype must be one of {sorted(DTYPES)}, got {cfg.get('dtype')!r}")
     device = select_device(cfg.get("device", "auto"))
     data_manifest = D.load_manifest(data_dir)
-    models = [load_member(f) for f in member_files]
+    models = [load_trained(f)[0] for f in member_files]
     out_dir = Path(out_dir)
     manifest = {
         "num_classes": int(data_manifest["num_classes"]),

@@ -275,7 +275,7 @@ def train_member(
     train = D.load_split(data_dir, "train")
     val = D.load_split(data_dir, "val")
     k = int(manifest["num_classes"])
-    in_ch = 1 if train["images"].ndim == 3 else int(train["images"].shape[1])
+    in_ch = D.channels(train["images"])
     torch.manual_seed(seed)
     model = build_model(cfg["model"], k, in_ch)
     device = select_device(cfg.get("device", "auto"))
