@@ -46,6 +46,7 @@ __all__ = [
     "end_loss",
     "logit_max",
     "loss_backend",
+    "online_teacher_stats",
     "proxy_fkl_loss",
     "proxy_precision",
     "proxy_rkl_loss",
@@ -337,6 +338,92 @@ def teacher_stats(
         mean_probs=pbar,
         mean_log_probs=lbar,
         rmi=_rmi(pbar, lbar),
+        num_members=m,
+        floored_mean_log_probs=floored,
+        temperature=temperature,
+        smoothing=smoothing,
+    )
+
+
+ONLINE_BLOCK = 1 << 18
+""":func:`online_teacher_stats` works on blocks of about this many logits per member (1 MiB)."""
+
+
+def online_teacher_stats(
+    member_logits: Tensor | list[Tensor],
+    temperature: float = 1.0,
+    smoothing: float = 0.0,
+    *,
+    need_floored: bool = True,
+) -> TeacherStats:
+    """:func:`teacher_stats` for members run during training (token-level students, large K).
+
+    Same statistics, computed for speed in float32 (the precision of the member logits
+    themselves): each member's ``log_softmax(z / T)``, ``exp`` and ``ln(pi + eps)`` and their
+    sums over members, in place; the means are then cast to float64 (``pi_bar`` renormalised)
+    and the RMI summed in float64. On a CPU, float64 ``exp``/``log`` are ~10x slower than
+    float32 and the float64 :func:`teacher_stats` cost more than the student's own step at
+    K = 5,000; this path, which also works on cache-sized row blocks, is ~4-8x faster. Against it, the differences are O(1e-7) relative in
+    ``pi_bar`` and O(1e-6) absolute in ``l_bar`` and the RMI (pinned in
+    tests/test_dirichlet.py).
+
+    Args:
+        member_logits: ``[B, M, K]`` logits or log-probs, or a list of ``M`` ``[B, K]`` tensors.
+        temperature, smoothing: as :func:`teacher_stats`.
+        need_floored: also form ``floored_mean_log_probs`` (only EnD2 reads it).
+    """
+    if isinstance(member_logits, Tensor):
+        if member_logits.ndim != 3:
+            raise ValueError(
+                f"member_logits must have shape [B, M, K], got {tuple(member_logits.shape)}"
+            )
+        members = list(member_logits.unbind(1))
+    else:
+        members = list(member_logits)
+    if not members or any(not isinstance(z, Tensor) or z.ndim != 2 for z in members):
+        raise ValueError("member_logits must be a [B, M, K] tensor or a list of [B, K] tensors")
+    b, k = members[0].shape
+    if k < 2 or any(z.shape != (b, k) for z in members):
+        raise ValueError(f"every member needs the same [B, K >= 2] shape, got {[tuple(z.shape) for z in members]}")
+    temperature = _check_positive("temperature", temperature)
+    smoothing = _check_positive("smoothing", smoothing, allow_zero=True)
+    if smoothing >= 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    m, dev = len(members), members[0].device
+    pbar = torch.empty(b, k, dtype=_F64, device=dev)
+    lbar, rmi = torch.empty_like(pbar), torch.empty(b, dtype=_F64, device=dev)
+    floored = torch.empty_like(pbar) if need_floored else None
+    rows = max(1, ONLINE_BLOCK // k)
+    for r in range(0, b, rows):  # row blocks small enough to stay in cache across the passes
+        sl = slice(r, r + rows)
+        p_sum = l_sum = f_sum = None
+        for z in members:  # float32, in place
+            u = z[sl].float()
+            if temperature != 1.0:
+                u = u / temperature
+            u = torch.log_softmax(u, dim=-1)
+            p = u.exp()
+            if smoothing > 0.0:
+                p.mul_(1.0 - smoothing).add_(smoothing / k)
+                u = torch.log(p)
+            p_sum = p if p_sum is None else p_sum.add_(p)
+            l_sum = u if l_sum is None else l_sum.add_(u)
+            if need_floored:
+                f = torch.log(p + EPS)
+                f_sum = f if f_sum is None else f_sum.add_(f)
+        p_mean = p_sum.div_(m)
+        log_p = torch.log(p_mean).to(_F64)
+        pb = p_mean.to(_F64)
+        pb /= pb.sum(-1, keepdim=True)
+        lb = l_sum.div_(m).to(_F64).clamp_min_(LOG_PROB_FLOOR)
+        pbar[sl], lbar[sl] = pb, lb
+        rmi[sl] = torch.where(pb > 0, pb * (log_p - lb), 0.0).sum(-1).clamp_min(0.0)
+        if floored is not None:
+            floored[sl] = f_sum.div_(m)
+    return TeacherStats(
+        mean_probs=pbar,
+        mean_log_probs=lbar,
+        rmi=rmi,
         num_members=m,
         floored_mean_log_probs=floored,
         temperature=temperature,

@@ -136,11 +136,16 @@ def fit(
     eval_fn: Callable[[nn.Module, int], dict] | None = None,
     device: torch.device = CPU,
     log: Callable[[str], None] = print,
+    transform: Callable[[torch.Tensor], torch.Tensor] = D.to_float,
+    batcher: Callable[[int, int, torch.Generator], list[torch.Tensor]] | None = None,
 ) -> list[dict]:
     """Train ``model`` on uint8 ``images [N, ...]`` for ``cfg["epochs"]`` epochs, resumably.
 
     ``loss_fn(logits [b, K], idx [b], epoch)`` gives the batch loss (``idx`` indexes ``images``,
     so targets can be looked up); ``eval_fn(model, epoch)`` returns validation metrics.
+    ``transform`` turns a batch of ``images[idx]`` into the model's input (default: uint8
+    images to floats); ``batcher(n, batch_size, generator)`` returns an epoch's index batches,
+    exactly ``ceil(n / batch_size)`` of them (default: a random permutation cut in order).
     Returns the per-epoch history (also kept in the checkpoint).
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
@@ -174,8 +179,13 @@ def fit(
         g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
         torch.manual_seed(_epoch_seed(seed, epoch) + 1)
         model.train()
-        perm = torch.randperm(n, generator=g)
-        batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
+        if batcher is None:
+            perm = torch.randperm(n, generator=g)
+            batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
+        else:
+            batches = batcher(n, bs, g)
+            if len(batches) != steps:
+                raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
         total, count = 0.0, 0
         stream = D.iterate_batches(
             images,
@@ -186,7 +196,7 @@ def fit(
             pin=device.type == "cuda",
         )
         for idx, xb in stream:
-            x = D.to_float(xb)
+            x = transform(xb)
             if aug and in_memory:  # file-backed images are augmented while decoded
                 x = augment(x, g)
             x = x.to(device, non_blocking=True)
@@ -202,6 +212,7 @@ def fit(
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
+        row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
         if eval_fn is not None:
             model.eval()
             with torch.no_grad():
@@ -331,10 +342,12 @@ def fit_and_save(
     eval_fn,
     device: torch.device,
     log: Callable[[str], None],
+    **fit_options,
 ) -> list[dict]:
     """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
     slice without the device, seed, ``fp_inputs``), the resumable fit, then the weights with
-    ``meta`` + config + history beside them, and ``history.csv``."""
+    ``meta`` + config + history beside them, and ``history.csv``. ``fit_options`` go to
+    :func:`fit` (``transform``, ``batcher``)."""
     cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
     fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
     history = fit(
@@ -348,6 +361,7 @@ def fit_and_save(
         eval_fn=eval_fn,
         device=device,
         log=log,
+        **fit_options,
     )
     save_model(model.cpu(), out, {**meta, "seed": seed, "config": cfg, "history": history})
     write_history(history, Path(out).with_name("history.csv"))

@@ -21,3 +21,25 @@ if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>
          "dataset.path (IDX .gz files) or dataset.download_root in config/config.yaml" >&2
   fi
 fi
+
+# The text task (config/text.yaml): Jane Austen's novels and two public-domain Bibles, unpacked
+# from their Debian packages into data/debian (apt-get download + dpkg-deb -x: no R is
+# installed). Needs apt-get and the Debian archive; elsewhere unpack the same .deb files there.
+DEBS=(r-cran-janeaustenr sword-text-kjv sword-text-sparv)
+if [ ! -f data/debian/.complete ]; then
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+    echo "fetching the text corpora (${DEBS[*]}) into data/debian"
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download "${DEBS[@]}" >/dev/null 2>&1); then
+      if [ "$(id -u)" = 0 ]; then apt-get update -qq; fi
+      (cd "$tmp" && apt-get download "${DEBS[@]}")
+    fi
+    mkdir -p data/debian
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" data/debian; done
+    rm -rf "$tmp"
+    touch data/debian/.complete
+  else
+    echo "NOTE: apt-get/dpkg-deb not found: unpack ${DEBS[*]} into data/debian for" \
+         "config/text.yaml" >&2
+  fi
+fi

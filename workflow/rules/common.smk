@@ -9,7 +9,8 @@ from pipeline.distill import needs_members
 from pipeline.figures import FIGURES
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+TASK = config.get("task", "image")  # "text": config/text.yaml (workflow/rules/text.smk)
+validate(config, schema="../schemas/text.schema.yaml" if TASK == "text" else "../schemas/config.schema.yaml")
 
 R = config["results"]  # output root of this experiment
 THREADS = int(config.get("threads", 1))

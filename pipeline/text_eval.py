@@ -1,0 +1,387 @@
+"""Token task evaluation: the per-token teacher cache of the evaluation splits
+(``rule text_teacher``), per-system metrics (``rule text_evaluate``), the sweep tables
+(``rule text_aggregate``) and the headline class-count figure (``rule text_figures``).
+
+Per token (teacher forcing on the reference sequence) every system gives the log-probability
+of the target, its top-1 prediction and the six uncertainty scores of
+:data:`pipeline.evaluate.SCORES` (members and EnD: categorical; the ensemble: from its members;
+EnD2 / PD-EnD2: from the student's Dirichlet). From them:
+
+* test split, token level: accuracy, NLL, perplexity, top-1 agreement with the ensemble, PRR of
+  every score for token errors;
+* sequence level: each token score averaged over the sequence ("product of expectations") and
+  the score ``seq_nll = -(1/L) ln P(y | x)``; OOD ROC-AUC / PR-AUC of each (OOD positive) for the
+  test sequences against every ``ood_*`` split.
+
+Metrics are tidy rows ``system, group, seed, vocab, split, metric, measure, value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from pipeline import metrics as Mx
+from pipeline import text_data as TD
+from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, SCORES, _measure, parse_system
+from pipeline.io import atomic_save, atomic_write_text, sha256_file
+from pipeline.lm import load_lm, trim
+
+SEQ_SCORES = (*SCORES, "seq_nll")
+SEQ_LABELS = {"seq_nll": "−(1/L) ln P(y|x)"}
+
+
+def eval_splits(manifest: dict) -> list[str]:
+    """The splits that are scored: ``test`` and every ``ood_*``."""
+    return ["test"] + [s for s in manifest["splits"] if s.startswith("ood_")]
+
+
+def _per_token(raw: torch.Tensor, group: str, m_off: float, y: torch.Tensor) -> dict:
+    out = _measure(raw, group, m_off, None)
+    probs = out["probs"]
+    d = {k: v.float() for k, v in out["scores"].items()}
+    d["logp_y"] = torch.log(probs.gather(1, y[:, None])[:, 0].clamp_min(1e-300)).float()
+    d["pred"] = probs.argmax(1).to(torch.int32)
+    return d
+
+
+def _batches(seqs: dict, batch: int):
+    n = seqs["inputs"].shape[0]
+    for i in range(0, n, batch):
+        x = trim(seqs["inputs"][i : i + batch])
+        y = seqs["targets"][i : i + batch, : x.shape[1]]
+        yield x, y[y >= 0]
+
+
+@torch.no_grad()
+def build_teacher(
+    data_dir: Path, vocab: int, member_paths: list[Path], out: Path, batch: int = 32
+) -> dict:
+    """Per-token outputs of every member and of the ensemble on the evaluation splits:
+    ``out/{split}.safetensors`` with ``target``, ``seq`` (sequence index) and
+    ``{system}.{logp_y, pred, <score>}``; ``out/manifest.json``."""
+    manifest = TD.load_manifest(data_dir)
+    loaded = [load_lm(p) for p in member_paths]
+    members = [m for m, _ in loaded]
+    for p, m in zip(member_paths, members, strict=True):
+        if m.vocab_size != vocab:
+            raise ValueError(f"member {p} has V={m.vocab_size}, expected {vocab}")
+    names = [f"member-{meta['seed']}" for _, meta in loaded]  # systems are named by seed
+    out.mkdir(parents=True, exist_ok=True)
+    for split in eval_splits(manifest):
+        seqs = TD.load_sequences(data_dir, split, vocab)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for x, y in _batches(seqs, batch):
+            lp = torch.stack([torch.log_softmax(m(x).double(), -1) for m in members], 1)
+            rows = {"ensemble": _per_token(lp, "ensemble", 0.0, y)}
+            for j, name in enumerate(names):
+                rows[name] = _per_token(lp[:, [j]], "member", 0.0, y)
+            for system, d in rows.items():
+                for key, v in d.items():
+                    parts.setdefault(f"{system}.{key}", []).append(v)
+            parts.setdefault("target", []).append(y.to(torch.int32))
+        tensors = {k: torch.cat(v) for k, v in parts.items()}
+        lengths = (seqs["targets"] >= 0).sum(1)
+        tensors["seq"] = torch.repeat_interleave(torch.arange(len(lengths)), lengths).int()
+        atomic_save(tensors, out / f"{split}.safetensors")
+    info = {
+        "vocab": vocab,
+        "members": [str(p) for p in member_paths],
+        "member_sha256": [sha256_file(p) for p in member_paths],
+        "splits": eval_splits(manifest),
+    }
+    atomic_write_text(json.dumps(info, indent=2), out / "manifest.json")
+    return info
+
+
+@torch.no_grad()
+def student_outputs(model, meta: dict, seqs: dict, batch: int = 32) -> dict[str, torch.Tensor]:
+    """Per-token outputs of a student (categorical for EnD, Dirichlet otherwise)."""
+    group = meta["method"]
+    m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
+    parts: dict[str, list] = {}
+    for x, y in _batches(seqs, batch):
+        for k, v in _per_token(model(x).double(), group, m_off, y).items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def sequence_scores(tok: dict[str, torch.Tensor], seq: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each token score averaged over its sequence, and ``seq_nll = -mean ln p(y_t)``."""
+    seq = seq.long()
+    n = int(seq.max()) + 1
+    counts = torch.bincount(seq, minlength=n).double()
+    out = {}
+    for name in SCORES:
+        out[name] = (torch.bincount(seq, tok[name].double(), minlength=n) / counts).numpy()
+    out["seq_nll"] = (torch.bincount(seq, -tok["logp_y"].double(), minlength=n) / counts).numpy()
+    return out
+
+
+def evaluate(
+    system: str, data_dir: Path, teacher_dir: Path, vocab: int, out: Path, model_path=None
+) -> pd.DataFrame:
+    """Tidy metrics (and per-sequence scores, ``out/per_sequence.safetensors``) of one system."""
+    info = json.loads((teacher_dir / "manifest.json").read_text())
+    if int(info["vocab"]) != vocab:
+        raise ValueError(f"teacher cache {teacher_dir} is for V={info['vocab']}, not {vocab}")
+    group, seed = parse_system(system)
+    model = meta = None
+    if model_path is not None:
+        model, meta = load_lm(model_path)
+        if int(meta["vocab_size"]) != vocab:
+            raise ValueError(f"{model_path} has V={meta['vocab_size']}, expected {vocab}")
+    elif group not in ("member", "ensemble"):
+        raise ValueError(f"system {system!r} needs --model")
+    rows, per_seq = [], {}
+
+    def add(split, metric, value, measure=""):
+        rows.append({"split": split, "metric": metric, "measure": measure, "value": float(value)})
+
+    for split in info["splits"]:
+        cache = load_file(teacher_dir / f"{split}.safetensors")
+        key = f"member-{seed}" if group == "member" else "ensemble"
+        if model is None and f"{key}.pred" not in cache:
+            raise ValueError(f"teacher cache {teacher_dir} has no outputs of {key}")
+        if model is None:
+            tok = {k.split(".", 1)[1]: v for k, v in cache.items() if k.startswith(f"{key}.")}
+        else:
+            tok = student_outputs(model, meta, TD.load_sequences(data_dir, split, vocab))
+        y = cache["target"].long()
+        if len(tok["pred"]) != len(y):
+            raise ValueError(f"{split}: {len(tok['pred'])} token outputs for {len(y)} targets")
+        seq = sequence_scores(tok, cache["seq"])
+        per_seq.update({f"{split}.{k}": torch.from_numpy(v).float() for k, v in seq.items()})
+        if split != "test":
+            continue
+        errors = (tok["pred"].long() != y).numpy()
+        nll = float(-tok["logp_y"].double().mean())
+        add(split, "accuracy", 1.0 - errors.mean())
+        add(split, "nll", nll)
+        add(split, "perplexity", np.exp(nll))
+        add(split, "agreement", (tok["pred"] == cache["ensemble.pred"]).double().mean())
+        for name in SCORES:
+            add(split, "prr", Mx.prr(tok[name].numpy(), errors), measure=name)
+    for split in info["splits"]:
+        if split.startswith("ood_"):
+            for name in SEQ_SCORES:
+                s_in, s_out = per_seq[f"test.{name}"].numpy(), per_seq[f"{split}.{name}"].numpy()
+                add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
+                add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
+    table = pd.DataFrame(rows)
+    table.insert(0, "vocab", vocab)
+    table.insert(0, "seed", -1 if seed is None else seed)
+    table.insert(0, "group", group)
+    table.insert(0, "system", system)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save(per_seq, out / "per_sequence.safetensors")
+    atomic_write_text(table.to_csv(index=False), out / "metrics.csv")
+    return table
+
+
+# ----------------------------------------------------------------------------- sweep
+def _fmt(mean: float, std: float, n: int) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def speed_table(histories: list[Path]) -> pd.DataFrame:
+    """Training throughput per V and method from the runs' ``history.csv`` (paths
+    ``.../V{vocab}/members/...`` or ``.../V{vocab}/students/{method}/...``): target tokens per
+    second of the training steps alone (validation excluded), mean over runs, and the ratio to
+    cross-entropy training of the same model (the members)."""
+    rows = []
+    for path in histories:
+        parts = Path(path).parts
+        vdir = next(p for p in reversed(parts) if p.startswith("V") and p[1:].isdigit())
+        i = parts.index(vdir)
+        method = "cross_entropy" if parts[i + 1] == "members" else parts[i + 2]
+        h = pd.read_csv(path)
+        rows.append(
+            {
+                "vocab": int(vdir[1:]),
+                "method": method,
+                "tokens_per_s": h["train_tokens"].sum() / h["train_seconds"].sum(),
+            }
+        )
+    t = pd.DataFrame(rows).groupby(["vocab", "method"])["tokens_per_s"].mean().reset_index()
+    ce = t[t["method"] == "cross_entropy"].set_index("vocab")["tokens_per_s"]
+    t["slowdown_vs_ce"] = ce.reindex(t["vocab"]).to_numpy() / t["tokens_per_s"]
+    order = {g: i for i, g in enumerate(["cross_entropy", *GROUP_ORDER])}
+    return t.sort_values(["vocab", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
+
+
+def aggregate(
+    metric_files: list[Path], out: Path, histories: list[Path] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Tidy table of every system and V, ``sweep.csv`` (mean, std, n over seeds per V, group,
+    split, metric, measure), per-V Markdown/CSV tables ``main``, ``prr``, ``ood`` and, given
+    the training histories, ``speed`` (:func:`speed_table`)."""
+    tidy = pd.concat(
+        [pd.read_csv(f, keep_default_na=False) for f in metric_files], ignore_index=True
+    )
+    tidy["value"] = pd.to_numeric(tidy["value"].replace("", np.nan))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(tidy.to_csv(index=False), out / "metrics_tidy.csv")
+    keys = ["vocab", "group", "split", "metric", "measure"]
+    sweep = tidy.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
+    sweep["std"] = sweep["std"].fillna(0.0)
+    atomic_write_text(sweep.to_csv(index=False), out / "sweep.csv")
+    order = {g: i for i, g in enumerate(GROUP_ORDER)}
+    sweep["text"] = [
+        _fmt(m, s, n) for m, s, n in zip(sweep["mean"], sweep["std"], sweep["count"], strict=True)
+    ]
+
+    def wide(rows: pd.DataFrame, column: pd.Series) -> pd.DataFrame:
+        rows = rows.assign(column=column)
+        w = rows.pivot_table(
+            index=["vocab", "group"], columns="column", values="text", aggfunc="first"
+        )
+        w = w.reset_index()
+        w["_o"] = w["group"].map(lambda g: order.get(g, 99))
+        w = w.sort_values(["vocab", "_o"]).drop(columns="_o")
+        w["group"] = w["group"].map(lambda g: GROUP_LABELS.get(g, g))
+        return w.rename(columns={"vocab": "V", "group": "system"})[
+            ["V", "system", *dict.fromkeys(column)]
+        ]
+
+    main_rows = sweep[(sweep["split"] == "test") & (sweep["metric"] != "prr")]
+    labels = {"accuracy": "Acc", "nll": "NLL", "perplexity": "PPL", "agreement": "Agree"}
+    tables = {"main": wide(main_rows, main_rows["metric"].map(labels))}
+    prr_rows = sweep[sweep["metric"] == "prr"]
+    tables["prr"] = wide(prr_rows, "PRR " + prr_rows["measure"])
+    ood_rows = sweep[sweep["metric"] == "ood_auroc"]
+    tables["ood"] = wide(
+        ood_rows, ood_rows["split"].str.removeprefix("ood_") + " " + ood_rows["measure"]
+    )
+    if histories:
+        tables["speed"] = speed_table(histories).round(3)
+    for name, t in tables.items():
+        atomic_write_text(t.to_csv(index=False), out / f"{name}.csv")
+        atomic_write_text(t.to_markdown(index=False), out / f"{name}.md")
+    return tables
+
+
+def headline_figure(
+    sweep_csv: Path, shares_csv: Path | None, out: Path, ood_set: str, measure: str
+) -> list[Path]:
+    """The class-count figure: student-vs-ensemble gaps against V, one line per method
+    (mean ± std over seeds), and the synthetic gradient head share against K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.figures import COLORS, MEASURE_LABELS, _save
+
+    s = pd.read_csv(sweep_csv, keep_default_na=False)
+    for col in ("mean", "std"):
+        s[col] = pd.to_numeric(s[col].replace("", np.nan))
+    test = s[s["split"] == "test"]
+    ens_nll = test[(test["group"] == "ensemble") & (test["metric"] == "nll")].set_index("vocab")[
+        "mean"
+    ]
+    methods = [g for g in GROUP_ORDER if g in set(s["group"]) and g not in ("member", "ensemble")]
+    panels = 4 if shares_csv is not None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+
+    def line(ax, rows, label, color, shift=None, style="-o"):
+        rows = rows.sort_values("vocab")
+        y = rows["mean"].to_numpy()
+        if shift is not None:
+            y = y - shift.reindex(rows["vocab"]).to_numpy()
+        ax.errorbar(rows["vocab"], y, yerr=rows["std"], fmt=style, capsize=3, color=color, label=label)
+
+    for g in methods:
+        rows = test[test["group"] == g]
+        lab, col = GROUP_LABELS.get(g, g), COLORS.get(g)
+        line(axes[0], rows[rows["metric"] == "nll"], lab, col, shift=ens_nll)
+        line(axes[1], rows[rows["metric"] == "agreement"], lab, col)
+    member = test[test["group"] == "member"]
+    line(axes[0], member[member["metric"] == "nll"], "single model", COLORS["member"], ens_nll, "--s")
+    line(axes[1], member[member["metric"] == "agreement"], "single model", COLORS["member"], None, "--s")
+    axes[0].axhline(0.0, color="black", lw=0.8)
+    axes[0].set(ylabel="test NLL − ensemble NLL (nats/token)", title="NLL gap to the ensemble")
+    axes[1].set(ylabel="top-1 agreement with the ensemble", title="agreement (test tokens)")
+    ood = s[(s["split"] == f"ood_{ood_set}") & (s["metric"] == "ood_auroc") & (s["measure"] == measure)]
+    for g in ["ensemble", *methods]:
+        style = "--k" if g == "ensemble" else "-o"
+        line(axes[2], ood[ood["group"] == g], GROUP_LABELS.get(g, g), COLORS.get(g), None, style)
+    axes[2].set(
+        ylabel=f"OOD ROC-AUC ({MEASURE_LABELS.get(measure, SEQ_LABELS.get(measure, measure))})",
+        title=f"test vs {ood_set} sequences",
+    )
+    for ax in axes[:3]:
+        ax.set(xscale="log", xlabel="number of classes V")
+        ax.legend(fontsize=8)
+    if shares_csv is not None:
+        sh = pd.read_csv(shares_csv)
+        for method, g in sh.groupby("method"):
+            m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
+            axes[3].errorbar(
+                m.index, m["mean"], yerr=m["std"], fmt="-o", capsize=3, color=COLORS.get(method),
+                label=method,
+            )
+        axes[3].set(
+            xscale="log",
+            xlabel="number of classes K",
+            ylim=(0, 1.05),
+            ylabel="share of Σ|∂L/∂z| on head classes",
+            title="gradient head share (synthetic)",
+        )
+        axes[3].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "class_sweep")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Text task: teacher cache, evaluation, sweep")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("teacher")
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--vocab", type=int, required=True)
+    t.add_argument("--members", type=Path, nargs="+", required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--threads", type=int, default=None)
+    e = sub.add_parser("system")
+    e.add_argument("--system", required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--teacher", type=Path, required=True)
+    e.add_argument("--vocab", type=int, required=True)
+    e.add_argument("--model", type=Path, default=None)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--threads", type=int, default=None)
+    a = sub.add_parser("aggregate")
+    a.add_argument("--metrics", type=Path, nargs="+", required=True)
+    a.add_argument("--histories", type=Path, nargs="*", default=[])
+    a.add_argument("--out", type=Path, required=True)
+    f = sub.add_parser("figure")
+    f.add_argument("--sweep", type=Path, required=True)
+    f.add_argument("--shares", type=Path, default=None)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--ood-set", default="permuted")
+    f.add_argument("--measure", default="knowledge")
+    args = ap.parse_args()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if args.cmd == "teacher":
+        build_teacher(args.data, args.vocab, args.members, args.out)
+    elif args.cmd == "system":
+        table = evaluate(args.system, args.data, args.teacher, args.vocab, args.out, args.model)
+        print(table.to_string(index=False))
+    elif args.cmd == "aggregate":
+        for name, table in aggregate(args.metrics, args.out, args.histories).items():
+            print(f"## {name}\n{table.to_markdown(index=False)}\n")
+    else:
+        headline_figure(args.sweep, args.shares, args.out, args.ood_set, args.measure)
+
+
+if __name__ == "__main__":
+    main()
