@@ -361,11 +361,11 @@ def online_teacher_stats(
     Same statistics, computed for speed in float32 (the precision of the member logits
     themselves): each member's ``log_softmax(z / T)``, ``exp`` and ``ln(pi + eps)`` and their
     sums over members, in place; the means are then cast to float64 (``pi_bar`` renormalised)
-    and the RMI summed in float64. On a CPU, float64 ``exp``/``log`` are ~10x slower than
-    float32 and the float64 :func:`teacher_stats` cost more than the student's own step at
-    K = 5,000; this path, which also works on cache-sized row blocks, is ~4-8x faster. Against it, the differences are O(1e-7) relative in
-    ``pi_bar`` and O(1e-6) absolute in ``l_bar`` and the RMI (pinned in
-    tests/test_dirichlet.py).
+    and the RMI summed in float64, over row blocks small enough to stay in cache. On a CPU,
+    float64 ``exp``/``log`` are ~10x slower than float32, and the float64 :func:`teacher_stats`
+    cost more than the student's own step at K = 5,000; this path is several times faster.
+    Against it, the differences are O(1e-7) relative in ``pi_bar`` and O(1e-6) absolute in
+    ``l_bar`` and the RMI (pinned in tests/test_dirichlet.py).
 
     Args:
         member_logits: ``[B, M, K]`` logits or log-probs, or a list of ``M`` ``[B, K]`` tensors.
@@ -384,7 +384,8 @@ def online_teacher_stats(
         raise ValueError("member_logits must be a [B, M, K] tensor or a list of [B, K] tensors")
     b, k = members[0].shape
     if k < 2 or any(z.shape != (b, k) for z in members):
-        raise ValueError(f"every member needs the same [B, K >= 2] shape, got {[tuple(z.shape) for z in members]}")
+        shapes = [tuple(z.shape) for z in members]
+        raise ValueError(f"every member needs the same [B, K >= 2] shape, got {shapes}")
     temperature = _check_positive("temperature", temperature)
     smoothing = _check_positive("smoothing", smoothing, allow_zero=True)
     if smoothing >= 1.0:

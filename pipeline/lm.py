@@ -273,7 +273,7 @@ def train_student(
     members = load_members(member_paths, vocab, device)
     torch.manual_seed(seed)
     model = build_lm(cfg["model"], vocab)
-    inputs, targets = train["inputs"], train["targets"].to(device)
+    inputs = train["inputs"]
     counter = _TokenCounter()
     log(
         f"text student V={vocab} method={method} options={options} seed={seed} "

@@ -157,9 +157,7 @@ def paragraphs(lines: list[str]) -> list[str]:
     return out
 
 
-def bible_verses(
-    root: str | Path, which: str, size: int | None = None, seed: int = 0
-) -> list[str]:
+def bible_verses(root: str | Path, which: str, size: int | None = None, seed: int = 0) -> list[str]:
     """Verses of a SWORD Bible (``which`` in :data:`BIBLES`), in canonical order: all of them,
     or ``size`` drawn uniformly without replacement (by ``seed``) from every verse reference.
 
@@ -193,17 +191,26 @@ def bible_verses(
 
 
 # ----------------------------------------------------------------------------- preparation
-def _encode(seqs: list[list[str]], rank: dict[str, int], max_len: int) -> dict[str, torch.Tensor]:
-    ids, offsets = [], [0]
-    for s in seqs:
-        row = [rank.get(w, UNK) for w in s] + [EOS]
-        row = row[:max_len]
-        ids.extend(row)
-        offsets.append(len(ids))
+def _cut(words: list[str], max_len: int) -> tuple[list[str], bool]:
+    """The words a sequence keeps (``max_len`` tokens with EOS) and whether EOS ends it."""
+    return (words, True) if len(words) < max_len else (words[:max_len], False)
+
+
+def _encode_ids(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    flat = [i for r in rows for i in r]
     return {
-        "tokens": torch.tensor(ids, dtype=torch.int32),
-        "offsets": torch.tensor(offsets, dtype=torch.int64),
+        "tokens": torch.tensor(flat, dtype=torch.int32),
+        "offsets": torch.from_numpy(offsets),
     }
+
+
+def _ids(seqs: list[list[str]], rank: dict[str, int], max_len: int) -> list[list[int]]:
+    rows = []
+    for s in seqs:
+        words, eos = _cut(s, max_len)
+        rows.append([rank.get(w, UNK) for w in words] + ([EOS] if eos else []))
+    return rows
 
 
 def _sample(seqs: list, size: int | None, rng: np.random.Generator) -> list:
@@ -213,9 +220,14 @@ def _sample(seqs: list, size: int | None, rng: np.random.Generator) -> list:
     return [seqs[i] for i in keep]
 
 
-def permute_within(seqs: list[list[str]], rng: np.random.Generator) -> list[list[str]]:
-    """Each sequence's tokens in a random order (the ``permuted`` OOD set)."""
-    return [[s[i] for i in rng.permutation(len(s))] for s in seqs]
+def permute_within(rows: list[list[int]], rng: np.random.Generator) -> list[list[int]]:
+    """Each sequence's tokens in a random order, a final EOS left in place (the ``permuted``
+    OOD set: the same tokens as the test sequences, without their order)."""
+    out = []
+    for r in rows:
+        body, tail = (r[:-1], r[-1:]) if r and r[-1] == EOS else (r, [])
+        out.append([body[i] for i in rng.permutation(len(body))] + tail)
+    return out
 
 
 def prepare(cfg: dict, out: str | Path) -> dict:
@@ -234,18 +246,18 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     rng = np.random.default_rng(int(ds.get("split_seed", 0)))
     for split in ("train", "val", "test"):
         splits[split] = _sample(splits[split], ds.get(f"{split}_size"), rng)
-    counts = Counter(w for s in splits["train"] for w in s)
+    counts = Counter(w for s in splits["train"] for w in _cut(s, max_len)[0])  # words kept
     words = sorted(counts, key=lambda w: (-counts[w], w))  # ties broken alphabetically
     rank = {w: i + len(SPECIALS) for i, w in enumerate(words)}
-    sets = list(ood.get("sets", []))
+    rows = {split: _ids(seqs, rank, max_len) for split, seqs in splits.items()}
     size = ood.get("size")
     orng = np.random.default_rng(int(ood.get("seed", 0)))
-    for name in sets:
+    for name in ood.get("sets", []):
         if name == "permuted":
-            splits["ood_permuted"] = permute_within(_sample(splits["test"], size, orng), orng)
+            rows["ood_permuted"] = permute_within(_sample(rows["test"], size, orng), orng)
         elif name in BIBLES:
             verses = bible_verses(root, name, size, int(orng.integers(2**31)))
-            splits[f"ood_{name}"] = [tokenize(v) for v in verses]
+            rows[f"ood_{name}"] = _ids([tokenize(v) for v in verses], rank, max_len)
         else:
             raise ValueError(f"unknown text OOD set {name!r}; choose from permuted, {list(BIBLES)}")
     out.mkdir(parents=True, exist_ok=True)
@@ -258,17 +270,18 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         "num_words": len(words),
         "train_word_tokens": total,
         "coverage": {
-            str(v): float(top[min(v - len(SPECIALS), len(top)) - 1]) for v in (100, 1000, 5000, 10000)
+            str(v): float(top[min(v - len(SPECIALS), len(top)) - 1])
+            for v in (100, 1000, 5000, 10000)
         },
         "splits": {},
     }
-    for split, seqs in splits.items():
-        enc = _encode(seqs, rank, max_len)
+    for split, ids in rows.items():
+        enc = _encode_ids(ids)
         path = out / f"{split}.safetensors"
         atomic_save(enc, path)
         n_tok = int(enc["tokens"].numel())
         manifest["splits"][split] = {
-            "n": len(seqs),
+            "n": len(ids),
             "tokens": n_tok,
             "unk_rate": float((enc["tokens"] == UNK).double().mean()) if n_tok else 0.0,
             "sha256": sha256_file(path),

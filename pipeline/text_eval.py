@@ -215,7 +215,9 @@ def speed_table(histories: list[Path]) -> pd.DataFrame:
     ce = t[t["method"] == "cross_entropy"].set_index("vocab")["tokens_per_s"]
     t["slowdown_vs_ce"] = ce.reindex(t["vocab"]).to_numpy() / t["tokens_per_s"]
     order = {g: i for i, g in enumerate(["cross_entropy", *GROUP_ORDER])}
-    return t.sort_values(["vocab", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
+    return t.sort_values(
+        ["vocab", "method"], key=lambda c: c.map(order) if c.name == "method" else c
+    )
 
 
 def aggregate(
@@ -297,7 +299,9 @@ def headline_figure(
         y = rows["mean"].to_numpy()
         if shift is not None:
             y = y - shift.reindex(rows["vocab"]).to_numpy()
-        ax.errorbar(rows["vocab"], y, yerr=rows["std"], fmt=style, capsize=3, color=color, label=label)
+        ax.errorbar(
+            rows["vocab"], y, yerr=rows["std"], fmt=style, capsize=3, color=color, label=label
+        )
 
     for g in methods:
         rows = test[test["group"] == g]
@@ -305,14 +309,25 @@ def headline_figure(
         line(axes[0], rows[rows["metric"] == "nll"], lab, col, shift=ens_nll)
         line(axes[1], rows[rows["metric"] == "agreement"], lab, col)
     member = test[test["group"] == "member"]
-    line(axes[0], member[member["metric"] == "nll"], "single model", COLORS["member"], ens_nll, "--s")
-    line(axes[1], member[member["metric"] == "agreement"], "single model", COLORS["member"], None, "--s")
+    line(
+        axes[0], member[member["metric"] == "nll"], "single model", COLORS["member"], ens_nll, "--s"
+    )
+    line(
+        axes[1],
+        member[member["metric"] == "agreement"],
+        "single model",
+        COLORS["member"],
+        None,
+        "--s",
+    )
     axes[0].axhline(0.0, color="black", lw=0.8)
     axes[0].set(ylabel="test NLL − ensemble NLL (nats/token)", title="NLL gap to the ensemble")
     axes[1].set(ylabel="top-1 agreement with the ensemble", title="agreement (test tokens)")
-    ood = s[(s["split"] == f"ood_{ood_set}") & (s["metric"] == "ood_auroc") & (s["measure"] == measure)]
+    ood = s[
+        (s["split"] == f"ood_{ood_set}") & (s["metric"] == "ood_auroc") & (s["measure"] == measure)
+    ]
     for g in ["ensemble", *methods]:
-        style = "--k" if g == "ensemble" else "-o"
+        style = "--" if g == "ensemble" else "-o"
         line(axes[2], ood[ood["group"] == g], GROUP_LABELS.get(g, g), COLORS.get(g), None, style)
     axes[2].set(
         ylabel=f"OOD ROC-AUC ({MEASURE_LABELS.get(measure, SEQ_LABELS.get(measure, measure))})",
@@ -326,7 +341,12 @@ def headline_figure(
         for method, g in sh.groupby("method"):
             m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
             axes[3].errorbar(
-                m.index, m["mean"], yerr=m["std"], fmt="-o", capsize=3, color=COLORS.get(method),
+                m.index,
+                m["mean"],
+                yerr=m["std"],
+                fmt="-o",
+                capsize=3,
+                color=COLORS.get(method),
                 label=method,
             )
         axes[3].set(

@@ -334,3 +334,49 @@ def test_backend_env_is_validated(monkeypatch):
     assert D.loss_backend(10) == "eager"
     assert D.loss_backend(D.COMPILE_MIN_NUMEL) == "compiled"
     assert math.isfinite(D.logit_max(40000))
+
+
+# ----------------------------------------------------------------------------- online statistics
+@pytest.mark.parametrize("k", [7, 1000, 20000])
+@pytest.mark.parametrize(("temperature", "smoothing"), [(1.0, 0.0), (2.5, 0.0), (1.0, 1e-3)])
+def test_online_stats_match_float64_stats(k, temperature, smoothing):
+    g = torch.Generator().manual_seed(k)
+    z = torch.randn(37, 3, k, generator=g) * 4.0  # 37 rows: several row blocks at large K
+    ref = D.teacher_stats(z.double(), temperature=temperature, smoothing=smoothing)
+    fast = D.online_teacher_stats(list(z.unbind(1)), temperature, smoothing)
+    assert fast.mean_probs.dtype == torch.float64
+    torch.testing.assert_close(fast.mean_probs, ref.mean_probs, rtol=2e-6, atol=1e-9)
+    torch.testing.assert_close(fast.mean_log_probs, ref.mean_log_probs, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(
+        fast.floored_mean_log_probs, ref.floored_mean_log_probs, rtol=1e-6, atol=1e-5
+    )
+    torch.testing.assert_close(fast.rmi, ref.rmi, rtol=1e-4, atol=5e-6)
+    assert torch.allclose(fast.mean_probs.sum(-1), torch.ones(37, dtype=torch.float64))
+    # the losses the students see differ by < 1e-4 relative
+    s = torch.randn(37, k, generator=g, dtype=torch.float64) * 2
+    for loss in (
+        lambda st: D.end_loss(s, st, reduction="none"),
+        lambda st: D.end2_loss(s, st, 0.0, reduction="none"),
+        lambda st: D.proxy_rkl_loss(s, st, reduction="none"),
+    ):
+        a, b = loss(fast), loss(ref)
+        assert ((a - b).abs() <= 1e-4 * b.abs().clamp_min(1.0)).all()
+
+
+def test_online_stats_agreeing_members_stay_finite():
+    z = torch.randn(4, 1, 5000).expand(4, 3, 5000)  # identical members: RMI ~ 0
+    s = D.online_teacher_stats(z, need_floored=False)
+    assert s.floored_mean_log_probs is None
+    assert (s.rmi >= 0).all() and (s.rmi < 1e-5).all()
+    loss = D.proxy_rkl_loss(torch.randn(4, 5000, requires_grad=True), s)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_online_stats_reject_bad_input():
+    with pytest.raises(ValueError, match="B, M, K"):
+        D.online_teacher_stats(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="same"):
+        D.online_teacher_stats([torch.randn(3, 4), torch.randn(3, 5)])
+    with pytest.raises(ValueError, match="smoothing"):
+        D.online_teacher_stats([torch.randn(3, 4)], smoothing=1.0)

@@ -233,3 +233,23 @@ rule text_figures:
     shell:
         "python -m pipeline.text_eval figure --sweep {input.sweep} --shares {input.shares}"
         " --out {params.out} --ood-set {params.ood_set} --measure {params.measure} > {log} 2>&1"
+
+
+rule text_publish:
+    """Copy the sweep tables and the class-count figure into docs/ and the README's
+    text-results block (for the full text run: `snakemake --cores 1 text_publish --configfile
+    config/text.yaml`)."""
+    input:
+        code("publish"),
+        tables=rules.text_aggregate.output.tables,
+        figure=rules.text_figures.output.png,
+    output:
+        results="docs/text_results.md",
+        figure="docs/figures/class_sweep.png",
+    params:
+        results=R,
+    log:
+        f"{R}/logs/text_publish.log",
+    shell:
+        "python -m pipeline.publish --kind text --results {params.results} --docs docs"
+        " --readme README.md > {log} 2>&1"

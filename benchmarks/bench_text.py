@@ -1,0 +1,117 @@
+"""Token-task student training speed: tokens/s per method against cross-entropy, where the time
+goes, and what a train-split teacher cache would cost instead of the online teacher.
+
+Run: ``python benchmarks/bench_text.py --data results/text/data --vocab 5000`` (a prepared
+corpus from ``rule prepare_text``; ``--threads 1`` matches one Snakemake job per core).
+Measures, on the same length-bucketed batches and after warm-up steps (so one-off compilation
+is excluded), one optimiser step of an untrained student with the config's model:
+
+* ``cross_entropy``  the members' training step (the baseline);
+* ``end`` / ``end2`` / ``pd_end2``  a student step: M member forwards (no grad), the online
+  statistics (``pipeline.dirichlet.online_teacher_stats``), the loss, backward, update;
+* ``stats64`` the float64 ``teacher_stats`` the online path replaces, for comparison.
+
+Then prints the size a train-split cache would need (float32 member log-probs ``[N, M, V]``,
+or float16 ``pi_bar`` + ``l_bar`` ``[N, V]`` as the image pipeline stores them).
+This measures and prints; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import dirichlet as Dir
+from pipeline import lm
+from pipeline import text_data as TD
+
+
+def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
+    torch.manual_seed(0)
+    model = lm.TokenLSTM(vocab, dim, layers)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    parts = {"student_fwd_bwd": 0.0, "teacher_fwd": 0.0, "stats": 0.0, "loss": 0.0}
+    tokens = 0
+    for i, idx in enumerate(batches):
+        if i == warmup:
+            parts = dict.fromkeys(parts, 0.0)
+            tokens = 0
+        t0 = time.perf_counter()
+        x = lm.trim(data["inputs"][idx])
+        logits = model(x)
+        t1 = time.perf_counter()
+        if method == "cross_entropy":
+            y = lm.targets_of(data["targets"], idx, x.shape[1])
+            loss = F.cross_entropy(logits, y)
+            t2 = t3 = time.perf_counter()
+        else:
+            z = lm.member_logits(members, x)
+            t2 = time.perf_counter()
+            if method == "stats64":
+                s = Dir.teacher_stats(torch.stack(z, 1).double())
+                t3 = time.perf_counter()
+                loss = Dir.end_loss(logits, s)
+            else:
+                s = Dir.online_teacher_stats(z, need_floored=method == "end2")
+                t3 = time.perf_counter()
+                opts = {"model_offset": 0.0} if method == "end2" else {}
+                loss = lm.student_loss(method, opts, logits, z, 0)
+        t4 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t5 = time.perf_counter()
+        parts["student_fwd_bwd"] += (t1 - t0) + (t5 - t4)
+        parts["teacher_fwd"] += t2 - t1
+        parts["stats"] += t3 - t2
+        parts["loss"] += t4 - t3
+        tokens += logits.shape[0]
+    total = sum(parts.values())
+    return tokens / total, {k: v / total for k, v in parts.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="results/text/data")
+    ap.add_argument("--vocab", type=int, nargs="+", default=[5000])
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"threads={args.threads} batch={args.batch_size} sequences, M={args.members}")
+    for vocab in args.vocab:
+        data = TD.load_sequences(args.data, "train", vocab)
+        n = len(data["lengths"])
+        g = torch.Generator().manual_seed(0)
+        batches = lm.length_batches(data["lengths"])(n, args.batch_size, g)[: args.steps + 3]
+        members = [
+            lm.TokenLSTM(vocab, args.dim, args.layers).eval().requires_grad_(False)
+            for _ in range(args.members)
+        ]
+        base = None
+        print(f"\nV = {vocab}")
+        print(f"{'method':14s} {'tokens/s':>9s} {'x CE':>6s}  share of the step")
+        for method in ("cross_entropy", "end", "end2", "pd_end2", "stats64"):
+            tps, parts = step_times(method, members, batches, data, vocab, args.dim, args.layers)
+            base = base or tps
+            share = "  ".join(f"{k}={v:.2f}" for k, v in parts.items() if v > 0)
+            label = "end+stats64" if method == "stats64" else method
+            print(f"{label:14s} {tps:9.0f} {base / tps:6.2f}  {share}")
+        tokens = int((data["targets"] >= 0).sum())
+        dense = tokens * args.members * vocab * 4 / 2**30
+        stats = tokens * vocab * 2 * 2 / 2**30
+        print(
+            f"train-split cache instead of the online teacher: {tokens:,} tokens -> "
+            f"float32 [N, M, V] {dense:.1f} GiB, float16 pi_bar + l_bar [N, V] {stats:.1f} GiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
