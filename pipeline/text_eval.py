@@ -27,9 +27,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
+from pipeline import dirichlet as D
 from pipeline import metrics as Mx
 from pipeline import text_data as TD
-from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, SCORES, _measure, parse_system
+from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, SCORES, parse_system
 from pipeline.io import atomic_save, atomic_write_text, sha256_file
 from pipeline.lm import load_lm, trim
 
@@ -42,13 +43,102 @@ def eval_splits(manifest: dict) -> list[str]:
     return ["test"] + [s for s in manifest["splits"] if s.startswith("ood_")]
 
 
-def _per_token(raw: torch.Tensor, group: str, m_off: float, y: torch.Tensor) -> dict:
-    out = _measure(raw, group, m_off, None)
-    probs = out["probs"]
-    d = {k: v.float() for k, v in out["scores"].items()}
-    d["logp_y"] = torch.log(probs.gather(1, y[:, None])[:, 0].clamp_min(1e-300)).float()
-    d["pred"] = probs.argmax(1).to(torch.int32)
-    return d
+ROW_BLOCK = 1 << 18
+"""Per-token measures work on row blocks of about this many logits (cache-sized)."""
+_F64 = torch.float64
+
+
+def _entropy(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """``-sum p ln p`` per row, float32 terms summed in float64."""
+    return -(p * logp).sum(-1, dtype=_F64)
+
+
+def _outputs(probs, logp, y, scores) -> dict[str, torch.Tensor]:
+    out = {k: v.float() for k, v in scores.items()}
+    out["logp_y"] = logp.gather(1, y[:, None])[:, 0].float()
+    out["pred"] = probs.argmax(1).to(torch.int32)
+    return out
+
+
+def _cat(parts: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def categorical_tokens(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-token outputs of one categorical model (a member, EnD): TU = DU = H[p], no knowledge
+    uncertainty (MI = EPKL = RMI = 0), as :func:`pipeline.evaluate._categorical`."""
+    parts = []
+    rows = max(1, ROW_BLOCK // logits.shape[1])
+    for r in range(0, logits.shape[0], rows):
+        logp = torch.log_softmax(logits[r : r + rows].float(), -1)
+        p = logp.exp()
+        h = _entropy(p, logp)
+        zero = torch.zeros_like(h)
+        scores = {"total": h, "data": h, "knowledge": zero, "epkl": zero, "rmi": zero}
+        scores["neg_confidence"] = -p.amax(-1).double()
+        parts.append(_outputs(p, logp, y[r : r + rows], scores))
+    return _cat(parts)
+
+
+def ensemble_tokens(member_logits: list[torch.Tensor], y: torch.Tensor) -> dict:
+    """Per-token outputs of the ensemble of ``member_logits`` (``M`` tensors ``[T, V]``) with the
+    measures of :func:`pipeline.uncertainty.ensemble_uncertainty`, computed in float32 terms with
+    float64 sums over classes (a float64 pass over ``[T, M, V]`` made the V = 10,000 cache take
+    minutes); MI and RMI in their KL forms, EPKL = MI + RMI."""
+    m, (t, k) = len(member_logits), member_logits[0].shape
+    rows = max(1, ROW_BLOCK // k)
+    parts = []
+    for r in range(0, t, rows):
+        logps = [torch.log_softmax(z[r : r + rows].float(), -1) for z in member_logits]
+        ps = [lp.exp() for lp in logps]
+        pbar = torch.stack(ps).mean(0)
+        log_pbar = torch.log(pbar)
+        lbar = torch.stack(logps).mean(0)
+        data = sum(_entropy(p, lp) for p, lp in zip(ps, logps, strict=True)) / m
+        mi = sum((p * (lp - log_pbar)).sum(-1, dtype=_F64) for p, lp in zip(ps, logps, strict=True))
+        mi = mi / m
+        rmi = (pbar * (log_pbar - lbar)).sum(-1, dtype=_F64)
+        scores = {
+            "total": _entropy(pbar, log_pbar),
+            "data": data,
+            "knowledge": mi,
+            "epkl": mi + rmi,
+            "rmi": rmi,
+            "neg_confidence": -pbar.amax(-1).double(),
+        }
+        parts.append(_outputs(pbar, log_pbar, y[r : r + rows], scores))
+    return _cat(parts)
+
+
+def dirichlet_tokens(logits: torch.Tensor, m_off: float, y: torch.Tensor) -> dict:
+    """Per-token outputs of a Dirichlet student, ``alpha = exp(z) + m_off``: point prediction
+    ``softmax(z)``, measures of :func:`pipeline.uncertainty.dirichlet_uncertainty` (float32
+    digamma terms, float64 sums; alpha0 and EPKL = (K - 1) / alpha0 in float64)."""
+    t, k = logits.shape
+    rows = max(1, ROW_BLOCK // k)
+    parts = []
+    for r in range(0, t, rows):
+        z = logits[r : r + rows].float()
+        logp_point = torch.log_softmax(z, -1)
+        p_point = logp_point.exp()
+        alpha64 = D.student_alphas(logits[r : r + rows], m_off)
+        a0 = alpha64.sum(-1)
+        alpha = alpha64.float()
+        p = (alpha64 / a0[:, None]).float()
+        logp = torch.log(p)
+        total = _entropy(p, logp)
+        data = -(p * torch.digamma(alpha + 1.0)).sum(-1, dtype=_F64) + torch.digamma(a0 + 1.0)
+        rmi = (p * (logp - torch.digamma(alpha))).sum(-1, dtype=_F64) + torch.digamma(a0)
+        scores = {
+            "total": total,
+            "data": data,
+            "knowledge": total - data,
+            "epkl": (k - 1) / a0,
+            "rmi": rmi,
+            "neg_confidence": -p_point.amax(-1).double(),
+        }
+        parts.append(_outputs(p_point, logp_point, y[r : r + rows], scores))
+    return _cat(parts)
 
 
 def _batches(seqs: dict, batch: int):
@@ -78,10 +168,10 @@ def build_teacher(
         seqs = TD.load_sequences(data_dir, split, vocab)
         parts: dict[str, list[torch.Tensor]] = {}
         for x, y in _batches(seqs, batch):
-            lp = torch.stack([torch.log_softmax(m(x).double(), -1) for m in members], 1)
-            rows = {"ensemble": _per_token(lp, "ensemble", 0.0, y)}
-            for j, name in enumerate(names):
-                rows[name] = _per_token(lp[:, [j]], "member", 0.0, y)
+            z = [m(x) for m in members]
+            rows = {"ensemble": ensemble_tokens(z, y)}
+            for name, zj in zip(names, z, strict=True):
+                rows[name] = categorical_tokens(zj, y)
             for system, d in rows.items():
                 for key, v in d.items():
                     parts.setdefault(f"{system}.{key}", []).append(v)
@@ -107,7 +197,9 @@ def student_outputs(model, meta: dict, seqs: dict, batch: int = 32) -> dict[str,
     m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
     parts: dict[str, list] = {}
     for x, y in _batches(seqs, batch):
-        for k, v in _per_token(model(x).double(), group, m_off, y).items():
+        z = model(x)
+        out = categorical_tokens(z, y) if group == "end" else dirichlet_tokens(z, m_off, y)
+        for k, v in out.items():
             parts.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in parts.items()}
 

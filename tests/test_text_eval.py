@@ -154,3 +154,28 @@ def test_aggregate_sweep_speed_and_figure(tmp_path):
         tmp_path / "tables" / "sweep.csv", shares, tmp_path / "fig", "permuted", "knowledge"
     )
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("k", [5, 3000])
+def test_fast_token_measures_match_the_float64_reference(k):
+    from pipeline.evaluate import _measure
+
+    g = torch.Generator().manual_seed(k)
+    z = [torch.randn(150, k, generator=g) * 3 for _ in range(3)]  # several row blocks at 3000
+    y = torch.randint(0, k, (150,), generator=g)
+    lp = torch.stack([torch.log_softmax(m.double(), -1) for m in z], 1)
+    cases = [
+        (TE.ensemble_tokens(z, y), _measure(lp, "ensemble", 0.0, None)),
+        (TE.categorical_tokens(z[0], y), _measure(lp[:, [0]], "member", 0.0, None)),
+        (TE.categorical_tokens(z[1], y), _measure(z[1].double(), "end", 1.0, None)),
+        (TE.dirichlet_tokens(z[2], 1.0, y), _measure(z[2].double(), "pd_end2", 1.0, None)),
+        (TE.dirichlet_tokens(z[2], 0.0, y), _measure(z[2].double(), "end2", 0.0, None)),
+    ]
+    for fast, ref in cases:
+        for name in SCORES:
+            torch.testing.assert_close(
+                fast[name].double(), ref["scores"][name], rtol=1e-5, atol=2e-5, msg=name
+            )
+        assert torch.equal(fast["pred"].long(), ref["probs"].argmax(1))
+        want = torch.log(ref["probs"][torch.arange(150), y])
+        torch.testing.assert_close(fast["logp_y"].double(), want, rtol=1e-5, atol=1e-5)
