@@ -33,8 +33,9 @@ TEXT_FIGURES = ("class_sweep",)
 TEXT_TABLES = {
     "main": "Test tokens per vocabulary size V: accuracy, top-1 agreement with the ensemble, "
     "NLL (nats/token), perplexity.",
-    "ood": "Sequence-level OOD detection ROC-AUC per measure (test sentences vs permuted "
-    "sentences, King James Bible verses, Reina-Valera Spanish verses; OOD positive).",
+    "ood_main": "Sequence-level OOD detection ROC-AUC (test sentences vs permuted sentences, "
+    "King James Bible verses, Reina-Valera Spanish verses; OOD positive) of total uncertainty "
+    "(TU), knowledge uncertainty (MI) and −(1/L) ln P(y|x); every measure: tables/ood.md.",
     "prr": "Token misclassification detection: prediction rejection ratio per measure.",
     "speed": "Training throughput (target tokens/s of the steps, validation excluded, one "
     "thread) and slowdown against cross-entropy training of the same model (the members); "

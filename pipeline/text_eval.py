@@ -36,6 +36,8 @@ from pipeline.lm import load_lm, trim
 
 SEQ_SCORES = (*SCORES, "seq_nll")
 SEQ_LABELS = {"seq_nll": "−(1/L) ln P(y|x)"}
+KEY_MEASURES = ("total", "knowledge", "seq_nll")  # the short OOD table (``ood_main``)
+SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 
 
 def eval_splits(manifest: dict) -> list[str]:
@@ -316,7 +318,8 @@ def aggregate(
     metric_files: list[Path], out: Path, histories: list[Path] | None = None
 ) -> dict[str, pd.DataFrame]:
     """Tidy table of every system and V, ``sweep.csv`` (mean, std, n over seeds per V, group,
-    split, metric, measure), per-V Markdown/CSV tables ``main``, ``prr``, ``ood`` and, given
+    split, metric, measure), per-V Markdown/CSV tables ``main``, ``prr``, ``ood`` (every
+    measure), ``ood_main`` (TU, MI and -(1/L) ln P(y|x) only) and, given
     the training histories, ``speed`` (:func:`speed_table`)."""
     tidy = pd.concat(
         [pd.read_csv(f, keep_default_na=False) for f in metric_files], ignore_index=True
@@ -354,6 +357,10 @@ def aggregate(
     ood_rows = sweep[sweep["metric"] == "ood_auroc"]
     tables["ood"] = wide(
         ood_rows, ood_rows["split"].str.removeprefix("ood_") + " " + ood_rows["measure"]
+    )
+    key = ood_rows[ood_rows["measure"].isin(KEY_MEASURES)]
+    tables["ood_main"] = wide(
+        key, key["split"].str.removeprefix("ood_") + " " + key["measure"].map(SHORT)
     )
     if histories:
         tables["speed"] = speed_table(histories).round(3)

@@ -102,3 +102,25 @@ _GA = config.get("gradient_analysis", {})
 
 def fig(name):
     return report(f"{R}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+
+
+# ----------------------------------------------------------------------------- token task
+def text_config(section, method=None):
+    """The members' or students' config slice (students: + method and its options)."""
+    s = config[section]
+    cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
+    if method is not None:
+        cfg["method"] = method
+        cfg["options"] = s["methods"][method]
+    return cfg
+
+
+def text_members(wc):
+    return expand(f"{R}/V{wc.vocab}/members/seed{{seed}}/model.safetensors", seed=MEMBER_SEEDS)
+
+
+def text_model(wc):
+    if wc.system.startswith("member-") or wc.system == "ensemble":
+        return []
+    method, seed = wc.system.rsplit("-seed", 1)
+    return [f"{R}/V{wc.vocab}/students/{method}/seed{seed}/model.safetensors"]

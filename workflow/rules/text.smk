@@ -16,27 +16,6 @@ TEXT_CODE = ("text_data", "train", "lm", "dirichlet", "special", "distill")
 _ROOT = config["dataset"]["root"]
 
 
-def text_config(section, method=None):
-    """The members' or students' config slice (students: + method and its options)."""
-    s = config[section]
-    cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
-    if method is not None:
-        cfg["method"] = method
-        cfg["options"] = s["methods"][method]
-    return cfg
-
-
-def text_members(wc):
-    return expand(f"{R}/V{wc.vocab}/members/seed{{seed}}/model.safetensors", seed=MEMBER_SEEDS)
-
-
-def text_model(wc):
-    if wc.system.startswith("member-") or wc.system == "ensemble":
-        return []
-    method, seed = wc.system.rsplit("-seed", 1)
-    return [f"{R}/V{wc.vocab}/students/{method}/seed{seed}/model.safetensors"]
-
-
 ALL_TARGETS = [f"{R}/tables/sweep.csv", f"{R}/figures/class_sweep.png"]
 
 
@@ -200,7 +179,7 @@ rule text_aggregate:
     output:
         tidy=f"{R}/tables/metrics_tidy.csv",
         sweep=report(f"{R}/tables/sweep.csv", caption="../report/text.rst", category="Text"),
-        tables=expand(f"{R}/tables/{{name}}.{{ext}}", name=["main", "prr", "ood", "speed"],
+        tables=expand(f"{R}/tables/{{name}}.{{ext}}", name=["main", "prr", "ood", "ood_main", "speed"],
                       ext=["csv", "md"]),
     params:
         out=lambda wc, output: os.path.dirname(output.tidy),
