@@ -9,7 +9,10 @@ is excluded), one optimiser step of an untrained student with the config's model
 * ``cross_entropy``  the members' training step (the baseline);
 * ``end`` / ``end2`` / ``pd_end2``  a student step: M member forwards (no grad), the online
   statistics (``pipeline.dirichlet.online_teacher_stats``), the loss, backward, update;
-* ``stats64`` the float64 ``teacher_stats`` the online path replaces, for comparison.
+* ``end+stats64`` EnD with the float64 ``teacher_stats`` that the online path replaces.
+
+Shares: ``student_fwd_bwd`` (the student network forward and backward, optimiser step),
+``teacher_fwd`` (members), ``stats``, ``loss`` (the loss forward, which also forms its gradient).
 
 Then prints the size a train-split cache would need (float32 member log-probs ``[N, M, V]``,
 or float16 ``pi_bar`` + ``l_bar`` ``[N, V]`` as the image pipeline stores them).
@@ -44,9 +47,9 @@ def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
         logits = model(x)
         t1 = time.perf_counter()
         if method == "cross_entropy":
+            t2 = t3 = t1  # no teacher: the loss share is the cross-entropy itself
             y = lm.targets_of(data["targets"], idx, x.shape[1])
             loss = F.cross_entropy(logits, y)
-            t2 = t3 = time.perf_counter()
         else:
             z = lm.member_logits(members, x)
             t2 = time.perf_counter()
@@ -78,7 +81,7 @@ def main() -> None:
     ap.add_argument("--data", default="results/text/data")
     ap.add_argument("--vocab", type=int, nargs="+", default=[5000])
     ap.add_argument("--members", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
