@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import __version__
 from pipeline.io import atomic_save, atomic_write_text, sha256_file
 
 UNK, EOS = 0, 1
@@ -266,6 +267,8 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     top = np.cumsum(sorted(counts.values(), reverse=True)) / max(total, 1)
     manifest = {
         "task": "text",
+        "code_version": __version__,
+        "config": cfg,
         "max_len": max_len,
         "num_words": len(words),
         "train_word_tokens": total,

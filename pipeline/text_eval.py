@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
+from pipeline import __version__
 from pipeline import dirichlet as D
 from pipeline import metrics as Mx
 from pipeline import text_data as TD
@@ -183,6 +184,7 @@ def build_teacher(
         tensors["seq"] = torch.repeat_interleave(torch.arange(len(lengths)), lengths).int()
         atomic_save(tensors, out / f"{split}.safetensors")
     info = {
+        "code_version": __version__,
         "vocab": vocab,
         "members": [str(p) for p in member_paths],
         "member_sha256": [sha256_file(p) for p in member_paths],

@@ -66,6 +66,7 @@ def test_austen_has_six_novels_and_their_chapters():
 @needs_corpus
 def test_prepare_splits_vocab_and_ood_sets(prepared):
     out, manifest = prepared
+    assert manifest["config"]["dataset"]["max_len"] == 20 and manifest["code_version"]
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab[:2] == list(TD.SPECIALS) and len(vocab) == manifest["num_words"] + 2
     train = load_file(out / "train.safetensors")
