@@ -24,7 +24,7 @@ rule prepare_text:
     input:
         code("text_data"),
         austen=f"{_ROOT}/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb",
-        bibles=f"{_ROOT}/usr/share/sword/mods.d",
+        bibles=[f"{_ROOT}/usr/share/sword/mods.d"] if {"kjv", "spanish"} & set(config["ood"]["sets"]) else [],
     output:
         manifest=f"{R}/data/manifest.json",
         vocab=f"{R}/data/vocab.json",
