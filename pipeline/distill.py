@@ -59,6 +59,27 @@ def needs_members(method: str, options: dict) -> bool:
     )
 
 
+def model_offset(method: str, options: dict) -> float:
+    """The student's ``m_off`` for ``method``: ``options["model_offset"]``, else 0 for EnD2
+    (the original recipe) and 1 for the proxy methods. Evaluation must use the same value."""
+    return float(options.get("model_offset", 0.0 if method == "end2" else 1.0))
+
+
+def method_loss(
+    method: str, options: dict, logits: torch.Tensor, stats: Dir.TeacherStats
+) -> torch.Tensor:
+    """The batch-mean loss of ``method`` for student ``logits [b, K]`` and teacher ``stats``."""
+    m_off = model_offset(method, options)
+    t_off = float(options.get("target_offset", 1.0))
+    if method == "end":
+        return Dir.end_loss(logits, stats)
+    if method == "end2":
+        return Dir.end2_loss(logits, stats, model_offset=m_off)
+    if method == "pd_end2":
+        return Dir.proxy_rkl_loss(logits, stats, model_offset=m_off, target_offset=t_off)
+    return Dir.proxy_fkl_loss(logits, stats, model_offset=m_off, target_offset=t_off)
+
+
 def make_loss(
     method: str,
     options: dict,
@@ -85,18 +106,8 @@ def make_loss(
             )
         return T.stats_from_cache(cache, num_members, idx)
 
-    m_off = float(options.get("model_offset", 0.0 if method == "end2" else 1.0))
-    t_off = float(options.get("target_offset", 1.0))
-
     def loss(logits: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        s = stats(idx.to(device), epoch)
-        if method == "end":
-            return Dir.end_loss(logits, s)
-        if method == "end2":
-            return Dir.end2_loss(logits, s, model_offset=m_off)
-        if method == "pd_end2":
-            return Dir.proxy_rkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
-        return Dir.proxy_fkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
+        return method_loss(method, options, logits, stats(idx.to(device), epoch))
 
     return loss
 

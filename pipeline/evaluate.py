@@ -28,6 +28,7 @@ from pipeline import data as D
 from pipeline import metrics as Mx
 from pipeline import teacher as T
 from pipeline.dirichlet import student_alphas
+from pipeline.distill import model_offset
 from pipeline.io import atomic_save, atomic_write_text
 from pipeline.models import load_trained
 from pipeline.resources import ResourceRecord
@@ -103,7 +104,7 @@ def predictions(
     raw, m_off, model = {}, 0.0, None
     if group not in ("member", "ensemble"):
         model, meta = load_trained(model_path)
-        m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
+        m_off = model_offset(group, meta["options"])
         workers = int(meta["config"].get("workers", 0))
     for split in splits:
         if model is None:
@@ -242,7 +243,8 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- aggregate
-def _fmt(mean: float, std: float, n: int) -> str:
+def fmt_mean_std(mean: float, std: float, n: int) -> str:
+    """``mean ± std`` (3 decimals) over ``n`` seeds; the mean alone for one; ``–`` for NaN."""
     if np.isnan(mean):
         return "–"
     return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
@@ -292,7 +294,8 @@ def aggregate(
         df = df.assign(column=column)
         g = df.groupby(["group", "column"])["value"].agg(["mean", "std", "count"]).reset_index()
         g["std"] = g["std"].fillna(0.0)
-        g["text"] = [_fmt(m, s, n) for m, s, n in zip(g["mean"], g["std"], g["count"], strict=True)]
+        stats = zip(g["mean"], g["std"], g["count"], strict=True)
+        g["text"] = [fmt_mean_std(m, s, n) for m, s, n in stats]
         wide = g.pivot(index="group", columns="column", values="text")
         wide = wide.loc[sorted(wide.index, key=lambda x: order.get(x, 99))]
         wide.index = [GROUP_LABELS.get(i, i) for i in wide.index]

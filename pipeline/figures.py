@@ -252,13 +252,13 @@ def knowledge_scatter(eval_dir: Path, out: Path) -> list[Path]:
     return _save(fig, out, "knowledge_scatter")
 
 
-def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Path]:
+def head_share_panel(ax, shares_csv: Path, title: str = "where the gradient goes") -> None:
+    """Gradient head share against K per method (mean ± std over the synthetic examples of
+    ``gradient_analysis/head_share.csv``) on ``ax``."""
     s = pd.read_csv(shares_csv)
-    p = pd.read_csv(profile_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for method, g in s.groupby("method"):
         m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
-        axes[0].errorbar(
+        ax.errorbar(
             m.index,
             m["mean"],
             yerr=m["std"],
@@ -267,14 +267,20 @@ def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Pa
             color=COLORS.get(method),
             label=method,
         )
-    axes[0].set(
+    ax.set(
         xscale="log",
         xlabel="number of classes K",
         ylim=(0, 1.05),
         ylabel="share of Σ|∂L/∂z| on head (π̄ ≥ 1e-3)",
-        title="where the gradient goes",
+        title=title,
     )
-    axes[0].legend()
+    ax.legend(fontsize=8)
+
+
+def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Path]:
+    p = pd.read_csv(profile_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    head_share_panel(axes[0], shares_csv)
     for method in [c for c in p.columns if c not in ("rank", "mean_prob")]:
         axes[1].plot(p["rank"], p[method], color=COLORS.get(method), label=method)
     axes[1].set(

@@ -34,7 +34,7 @@ from torch import nn
 
 from pipeline import dirichlet as Dir
 from pipeline import text_data as TD
-from pipeline.distill import METHODS, temperature_at
+from pipeline.distill import METHODS, method_loss, temperature_at
 from pipeline.io import load_state, read_json, sha256_file
 from pipeline.resources import ResourceRecord
 from pipeline.train import (
@@ -244,15 +244,7 @@ def student_loss(
     s = Dir.online_teacher_stats(
         members, temperature=temp, smoothing=smooth, need_floored=method == "end2"
     )
-    m_off = float(options.get("model_offset", 0.0 if method == "end2" else 1.0))
-    t_off = float(options.get("target_offset", 1.0))
-    if method == "end":
-        return Dir.end_loss(logits, s)
-    if method == "end2":
-        return Dir.end2_loss(logits, s, model_offset=m_off)
-    if method == "pd_end2":
-        return Dir.proxy_rkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
-    return Dir.proxy_fkl_loss(logits, s, model_offset=m_off, target_offset=t_off)
+    return method_loss(method, options, logits, s)
 
 
 def train_student(

@@ -31,7 +31,15 @@ from pipeline import __version__
 from pipeline import dirichlet as D
 from pipeline import metrics as Mx
 from pipeline import text_data as TD
-from pipeline.evaluate import GROUP_LABELS, GROUP_ORDER, SCORES, parse_system
+from pipeline.distill import model_offset
+from pipeline.evaluate import (
+    GROUP_LABELS,
+    GROUP_ORDER,
+    SCORES,
+    fmt_mean_std,
+    parse_system,
+    read_tidy,
+)
 from pipeline.io import atomic_save, atomic_write_text, sha256_file
 from pipeline.lm import load_lm, trim
 
@@ -198,7 +206,7 @@ def build_teacher(
 def student_outputs(model, meta: dict, seqs: dict, batch: int = 32) -> dict[str, torch.Tensor]:
     """Per-token outputs of a student (categorical for EnD, Dirichlet otherwise)."""
     group = meta["method"]
-    m_off = float(meta["options"].get("model_offset", 0.0 if group == "end2" else 1.0))
+    m_off = model_offset(group, meta["options"])
     parts: dict[str, list] = {}
     for x, y in _batches(seqs, batch):
         z = model(x)
@@ -282,12 +290,6 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- sweep
-def _fmt(mean: float, std: float, n: int) -> str:
-    if np.isnan(mean):
-        return "–"
-    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
-
-
 def speed_table(histories: list[Path]) -> pd.DataFrame:
     """Training throughput per V and method from the runs' ``history.csv`` (paths
     ``.../V{vocab}/members/...`` or ``.../V{vocab}/students/{method}/...``): target tokens per
@@ -323,10 +325,7 @@ def aggregate(
     split, metric, measure), per-V Markdown/CSV tables ``main``, ``prr``, ``ood`` (every
     measure), ``ood_main`` (TU, MI and -(1/L) ln P(y|x) only) and, given
     the training histories, ``speed`` (:func:`speed_table`)."""
-    tidy = pd.concat(
-        [pd.read_csv(f, keep_default_na=False) for f in metric_files], ignore_index=True
-    )
-    tidy["value"] = pd.to_numeric(tidy["value"].replace("", np.nan))
+    tidy = pd.concat([read_tidy(f) for f in metric_files], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tidy.to_csv(index=False), out / "metrics_tidy.csv")
     keys = ["vocab", "group", "split", "metric", "measure"]
@@ -334,9 +333,8 @@ def aggregate(
     sweep["std"] = sweep["std"].fillna(0.0)
     atomic_write_text(sweep.to_csv(index=False), out / "sweep.csv")
     order = {g: i for i, g in enumerate(GROUP_ORDER)}
-    sweep["text"] = [
-        _fmt(m, s, n) for m, s, n in zip(sweep["mean"], sweep["std"], sweep["count"], strict=True)
-    ]
+    stats = zip(sweep["mean"], sweep["std"], sweep["count"], strict=True)
+    sweep["text"] = [fmt_mean_std(m, s, n) for m, s, n in stats]
 
     def wide(rows: pd.DataFrame, column: pd.Series) -> pd.DataFrame:
         rows = rows.assign(column=column)
@@ -382,7 +380,7 @@ def headline_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.figures import COLORS, MEASURE_LABELS, _save
+    from pipeline.figures import COLORS, MEASURE_LABELS, _save, head_share_panel
 
     s = pd.read_csv(sweep_csv, keep_default_na=False)
     for col in ("mean", "std"):
@@ -438,26 +436,7 @@ def headline_figure(
         ax.set(xscale="log", xlabel="number of classes V")
         ax.legend(fontsize=8)
     if shares_csv is not None:
-        sh = pd.read_csv(shares_csv)
-        for method, g in sh.groupby("method"):
-            m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
-            axes[3].errorbar(
-                m.index,
-                m["mean"],
-                yerr=m["std"],
-                fmt="-o",
-                capsize=3,
-                color=COLORS.get(method),
-                label=method,
-            )
-        axes[3].set(
-            xscale="log",
-            xlabel="number of classes K",
-            ylim=(0, 1.05),
-            ylabel="share of Σ|∂L/∂z| on head classes",
-            title="gradient head share (synthetic)",
-        )
-        axes[3].legend(fontsize=8)
+        head_share_panel(axes[3], shares_csv, title="gradient head share (synthetic)")
     fig.tight_layout()
     return _save(fig, out, "class_sweep")
 
