@@ -1,14 +1,15 @@
-# proxy-end2: ensemble -> teacher cache -> EnD / EnD2 / PD-EnD2 students -> metrics -> report.
+# proxy-end2: ensemble -> teacher -> EnD / EnD2 / PD-EnD2 students -> metrics -> tables, figures.
 #   snakemake --cores 2                                  default experiment (config/config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml   one-minute smoke run
 #   snakemake --cores 2 --configfile config/text.yaml    token task + class-count sweep
 #   snakemake --profile profiles/slurm                   on a SLURM cluster
+# One rule file per stage, shared by every task (config key `task`: image | text); each rule
+# runs one stage module, `python -m pipeline.stages.<stage> --task <task> ...`.
 # The default config is loaded only when none is given: Snakemake would otherwise deep-merge a
 # --configfile over it, leaking the default's datasets and methods into other experiments.
 if not config:
 
     configfile: "config/config.yaml"
-
 
 
 report: "workflow/report/workflow.rst"
@@ -23,29 +24,21 @@ wildcard_constraints:
     method="|".join(METHODS),
 
 
-if TASK == "text":  # config/text.yaml: Austen next-token task at several vocabulary sizes
-
-    include: "workflow/rules/text.smk"
-
-else:  # image classification (Fashion-MNIST, ImageNet-style folders)
-
-    include: "workflow/rules/data.smk"
-    include: "workflow/rules/ensemble.smk"
-    include: "workflow/rules/teacher.smk"
-    include: "workflow/rules/distill.smk"
-    include: "workflow/rules/evaluate.smk"
-    include: "workflow/rules/gradient.smk"
-    include: "workflow/rules/figures.smk"
-
-    ALL_TARGETS = [
-        f"{R}/teacher/manifest.json",
-        f"{R}/tables/metrics_tidy.csv",
-        *rules.figures.output,
-    ]
+include: "workflow/rules/data.smk"
+include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/gradient.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/publish.smk"
 
 
 rule all:
     """Everything the experiment produces (the default target)."""
     default_target: True
     input:
-        ALL_TARGETS,
+        runs(f"{RUN}/teacher/manifest.json"),
+        rules.aggregate.output.tidy,
+        rules.figures.output,

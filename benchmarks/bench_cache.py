@@ -1,7 +1,7 @@
 """Teacher-cache size and loss accuracy: naive float32 ``[N, M, K]`` vs the statistics store.
 
 Run: ``python benchmarks/bench_cache.py``. For a synthetic ensemble
-(``pipeline.gradient_analysis.synthetic_ensemble``), compares bytes per example and the
+(``pipeline.stages.gradient_analysis.synthetic_ensemble``), compares bytes per example and the
 per-example relative error of every loss computed from each store against the exact float64
 statistics of the members:
 
@@ -22,22 +22,17 @@ import argparse
 
 import torch
 
-from pipeline.dirichlet import (
-    TeacherStats,
-    end2_loss,
-    end_loss,
-    proxy_fkl_loss,
-    proxy_rkl_loss,
-    teacher_stats,
-)
-from pipeline.gradient_analysis import synthetic_ensemble
-from pipeline.teacher import encode_stats, stats_from_cache
+from pipeline.maths.losses import end2_loss, end_loss, proxy_fkl_loss, proxy_rkl_loss
+from pipeline.maths.stats import TeacherStats, teacher_stats
+from pipeline.stages.gradient_analysis import synthetic_ensemble
+from pipeline.tasks.image.cache import encode_stats, stats_from_cache
 
 LOSSES = {"end": end_loss, "end2": end2_loss, "pd_end2": proxy_rkl_loss, "pd_fkl": proxy_fkl_loss}
 
 
 def store(stats: TeacherStats, dtype: torch.dtype) -> TeacherStats:
-    """Round-trip through the pipeline's cache encoding (``pipeline.teacher.encode_stats``)."""
+    """Round-trip through the pipeline's cache encoding
+    (``pipeline.tasks.image.cache.encode_stats``)."""
     enc = encode_stats(
         stats.mean_probs, stats.mean_log_probs, stats.floored_mean_log_probs, stats.rmi, dtype
     )

@@ -3,8 +3,8 @@
 Run on a quiet machine:  ``python benchmarks/bench_losses.py [--sizes 256x1000 256x40000]``
 
 Student logits are a float32 leaf (as a network's output would be); the teacher is
-``pipeline.gradient_analysis.synthetic_ensemble`` (Zipf-like class profile plus member noise),
-so pi_bar has a realistic head and a long tail. Prints milliseconds (median of ``--repeat``
+``pipeline.stages.gradient_analysis.synthetic_ensemble`` (Zipf-like class profile plus member
+noise), so pi_bar has a realistic head and a long tail. Prints milliseconds (median of ``--repeat``
 runs) and the ratio to ``end_loss`` and to ``F.cross_entropy``, for both loss backends
 (``eager`` torch special functions, ``compiled`` fused cores; ``auto`` picks compiled for
 >= 2**17 logits). The first compiled call of each loss compiles (seconds; cached on disk)
@@ -22,15 +22,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.dirichlet import (
+from pipeline.maths.losses import (
     BACKEND_ENV,
     end2_loss,
     end_loss,
     proxy_fkl_loss,
     proxy_rkl_loss,
-    teacher_stats,
 )
-from pipeline.gradient_analysis import synthetic_ensemble
+from pipeline.maths.stats import teacher_stats
+from pipeline.stages.gradient_analysis import synthetic_ensemble
 
 
 def time_ms(fn, repeat: int) -> float:

@@ -8,7 +8,7 @@ is excluded), one optimiser step of an untrained student with the config's model
 
 * ``cross_entropy``  the members' training step (the baseline);
 * ``end`` / ``end2`` / ``pd_end2``  a student step: M member forwards (no grad), the online
-  statistics (``pipeline.dirichlet.online_teacher_stats``), the loss, backward, update;
+  statistics (``pipeline.maths.stats.online_teacher_stats``), the loss, backward, update;
 * ``end+stats64`` EnD with the float64 ``teacher_stats`` that the online path replaces.
 
 Shares: ``student_fwd_bwd`` (the student network forward and backward, optimiser step),
@@ -27,9 +27,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline import dirichlet as Dir
-from pipeline import lm
-from pipeline import text_data as TD
+from pipeline import methods
+from pipeline.maths import losses as Lm
+from pipeline.maths import stats as Dir
+from pipeline.tasks.text import corpus as TD
+from pipeline.tasks.text import model as lm
 
 
 def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
@@ -56,12 +58,12 @@ def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
             if method == "stats64":
                 s = Dir.teacher_stats(torch.stack(z, 1).double())
                 t3 = time.perf_counter()
-                loss = Dir.end_loss(logits, s)
+                loss = Lm.end_loss(logits, s)
             else:
-                s = Dir.online_teacher_stats(z, need_floored=method == "end2")
+                s = Dir.online_teacher_stats(z, need_floored=methods.get(method).needs_floored)
                 t3 = time.perf_counter()
                 opts = {"model_offset": 0.0} if method == "end2" else {}
-                loss = lm.student_loss(method, opts, logits, z, 0)
+                loss = methods.loss(method, opts, logits, s)
         t4 = time.perf_counter()
         opt.zero_grad()
         loss.backward()

@@ -173,7 +173,7 @@ logs = glob.glob(f"{work}/results-slurm/logs/train_member/*.log")
 assert logs and all("resuming from" in open(p).read() for p in logs), "members did not resume"
 dlogs = glob.glob(f"{work}/results-slurm/logs/distill/*/*.log")
 assert dlogs and all("resuming from" in open(p).read() for p in dlogs), "students did not resume"
-from pipeline.evaluate import read_tidy
+from pipeline.tables import read_tidy
 a = read_tidy(f"{work}/results-slurm/tables/metrics_tidy.csv")
 b = read_tidy(f"{work}/results-local/tables/metrics_tidy.csv")
 a, b = (t.sort_values(list(t.columns[:-1])).reset_index(drop=True) for t in (a, b))

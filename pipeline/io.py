@@ -86,3 +86,11 @@ def read_json(path: str | Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def read_manifest(directory: str | Path, rule: str = "prepare_data") -> dict:
+    """``<directory>/manifest.json``; a missing one names the rule that writes it."""
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the {rule} rule first")
+    return read_json(path)

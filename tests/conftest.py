@@ -1,10 +1,13 @@
 """Shared test settings: deterministic hypothesis in CI, one torch thread pool, loss backends."""
 
+import json
 import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+from pipeline.io import atomic_save
 
 settings.register_profile(
     "default",
@@ -22,7 +25,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(params=["eager", "compiled"])
 def backend(request, monkeypatch):
-    """Run a test under each loss backend (see pipeline.dirichlet.loss_backend)."""
+    """Run a test under each loss backend (see pipeline.maths.losses.loss_backend)."""
     monkeypatch.setenv("PROXY_END2_LOSS_BACKEND", request.param)
     return request.param
 
@@ -50,7 +53,7 @@ def _class_images(n: int, seed: int):
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory):
     """Fashion-MNIST-named IDX .gz files with generated content."""
-    from pipeline.data import write_idx
+    from pipeline.tasks.image.data import write_idx
 
     d = tmp_path_factory.mktemp("idx")
     for prefix, n, seed in (("train", 700, 0), ("t10k", 200, 1)):
@@ -84,7 +87,7 @@ def data_cfg(idx_dir):
 
 @pytest.fixture(scope="session")
 def prepared(data_cfg, tmp_path_factory):
-    from pipeline.data import prepare
+    from pipeline.tasks.image.data import prepare
 
     out = tmp_path_factory.mktemp("data")
     prepare(data_cfg, out)
@@ -102,20 +105,21 @@ MEMBER_CFG = {
 
 @pytest.fixture(scope="session")
 def members(prepared, tmp_path_factory):
-    from pipeline.train import train_member
+    from pipeline.stages.train import train_member
 
     d = tmp_path_factory.mktemp("members")
     paths = []
     for seed in (0, 1, 2):
         out = d / f"seed{seed}" / "model.safetensors"
-        train_member(prepared, MEMBER_CFG, seed, out, d / f"ckpt{seed}.pt", log=lambda s: None)
+        ckpt = d / f"ckpt{seed}.pt"
+        train_member("image", prepared, MEMBER_CFG, seed, out, ckpt, log=lambda s: None)
         paths.append(out)
     return paths
 
 
 @pytest.fixture(scope="session")
 def cache(prepared, members, tmp_path_factory):
-    from pipeline.teacher import build_cache
+    from pipeline.tasks.image.cache import build_cache
 
     out = tmp_path_factory.mktemp("teacher")
     build_cache(
@@ -127,3 +131,68 @@ def cache(prepared, members, tmp_path_factory):
         log=lambda s: None,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def evaluated(prepared, cache, members, tmp_path_factory):
+    """A PD-EnD2 student, two members and the ensemble evaluated on the tiny image data."""
+    from pipeline.stages.distill import distill
+    from pipeline.stages.evaluate import evaluate
+
+    d = tmp_path_factory.mktemp("eval")
+    student = d / "student" / "model.safetensors"
+    distill(
+        "image",
+        prepared,
+        cache,
+        members,
+        {
+            "method": "pd_end2",
+            "options": {},
+            "model": {"name": "small_cnn", "width": 8},
+            "epochs": 6,
+            "batch_size": 25,
+            "lr": 0.02,
+            "device": "cpu",
+        },
+        0,
+        student,
+        d / "c.pt",
+        log=lambda s: None,
+    )
+    tables = {}
+    for system, model in (
+        ("member-0", None),
+        ("member-1", None),
+        ("ensemble", None),
+        ("pd_end2-seed0", student),
+    ):
+        tables[system] = evaluate("image", system, prepared, cache, d / system, model)
+    return d, tables
+
+
+# ----------------------------------------------------------------- the token task, tiny
+TEXT_CFG = {
+    "model": {"name": "lstm", "dim": 8, "layers": 1, "dropout": 0.0},
+    "epochs": 2,
+    "batch_size": 8,
+    "lr": 0.01,
+    "device": "cpu",
+}
+
+
+def fake_corpus(path, n=60, vocab_words=40, seed=0):
+    """A prepared-corpus directory (manifest + splits) of random sequences."""
+    g = torch.Generator().manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, count in (("train", n), ("val", 12), ("test", 12)):
+        lengths = torch.randint(2, 9, (count,), generator=g)
+        tokens = torch.randint(2, vocab_words, (int(lengths.sum()),), generator=g).int()
+        ends = torch.cumsum(lengths, 0)
+        tokens[ends - 1] = 1  # EOS
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), ends])
+        atomic_save({"tokens": tokens, "offsets": offsets}, path / f"{split}.safetensors")
+        splits[split] = {"n": count, "tokens": int(lengths.sum()), "sha256": f"{split}-{seed}"}
+    (path / "manifest.json").write_text(json.dumps({"task": "text", "splits": splits}))
+    return path

@@ -1,48 +1,79 @@
-# Config validation, target lists and helpers shared by the workflow files.
+# Config validation, the run's layout and target lists, helpers shared by the rule files.
+# Nothing here imports torch or matplotlib: pipeline.tasks, pipeline.methods and pipeline.imports
+# are light on purpose, so building the DAG stays fast.
 import json
 import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from pipeline.distill import needs_members
-from pipeline.figures import FIGURES
+from pipeline import tasks
+from pipeline.imports import stage_closure
+from pipeline.methods import needs_members
 
 
-TASK = config.get("task", "image")  # "text": config/text.yaml (workflow/rules/text.smk)
-validate(config, schema="../schemas/text.schema.yaml" if TASK == "text" else "../schemas/config.schema.yaml")
+TASK = config.get("task", "image")
+SPEC = tasks.spec(TASK)
+validate(config, schema=f"../schemas/{SPEC.schema}")
 
 R = config["results"]  # output root of this experiment
-THREADS = int(config.get("threads", 1))
+THREADS = int(config["threads"])
+DEVICE = config["device"]
 _RES = config.get("resources", {})
 MEM_MB = int(_RES.get("mem_mb", 4000))
 RUNTIME = int(_RES.get("runtime", 60))
 GPU = int(_RES.get("gpu", 0))
-DEVICE = config.get("device", "auto")
 REPO = Path(workflow.basedir)
 
 MEMBER_SEEDS = [int(s) for s in config["ensemble"]["seeds"]]
 STUDENT_SEEDS = [int(s) for s in config["students"]["seeds"]]
 METHODS = list(config["students"]["methods"])
-_FOLDERS = config["ood"].get("folders") or {}  # imagefolder shift/OOD sets
-DATA_SPLITS = (
-    ["train", "val", "test"]
-    + [f"ood_{name}" for name in config["ood"].get("sets", [])]
-    + (["shift"] if config["ood"].get("corruptions") else [])
-    + [f"ood_{n}" for n, f in _FOLDERS.items() if f["kind"] == "ood"]
-    + [f"shift_{n}" for n, f in _FOLDERS.items() if f["kind"] == "shift"]
-    + (["shift"] if any(f["kind"] == "corruptions" for f in _FOLDERS.values()) else [])
+SYSTEMS = (
+    [f"member-{s}" for s in MEMBER_SEEDS]
+    + ["ensemble"]
+    + [f"{m}-seed{s}" for m in METHODS for s in STUDENT_SEEDS]
 )
 
+# A task that sweeps the number of classes K (the token task: V) runs one sub-run per K under
+# {R}/V{K}/; otherwise the run is {R} itself. RUN is the sub-run's root as a pattern.
+SWEEP = SPEC.sweeps_classes
+KS = [int(v) for v in config["vocab_sizes"]] if SWEEP else []
+RUN = f"{R}/V{{vocab}}" if SWEEP else R
+if "figure" in config and config["figure"]["ood_set"] not in config["ood"]["sets"]:
+    raise ValueError(
+        f"figure.ood_set {config['figure']['ood_set']!r} is not one of ood.sets "
+        f"{config['ood']['sets']}"
+    )
+DATA_SPLITS = SPEC.data_splits(config)
+TEACHER_SPLITS = SPEC.teacher_splits(config)
 
-def code(*modules):
-    """Source files of pipeline/ a job runs: editing them reruns its jobs (mtime trigger)."""
-    return [str(REPO / "pipeline" / f"{m}.py") for m in ("__init__", "io", *modules)]
+
+def code(stage):
+    """The pipeline source files `python -m pipeline.stages.<stage>` runs for this task (its
+    import closure, pipeline.imports): editing one reruns that stage's jobs (mtime trigger)."""
+    return [os.path.relpath(p) for p in stage_closure(stage, TASK, REPO)]
 
 
 def as_json(obj):
     """Deterministic JSON for params (sorted keys): params change exactly when config does."""
     return json.dumps(obj, sort_keys=True)
+
+
+def runs(pattern, **wildcards):
+    """`pattern` expanded over the sub-runs (and any other wildcard lists given)."""
+    if SWEEP:
+        wildcards = {"vocab": KS, **wildcards}  # sub-run outermost
+    return expand(pattern, **wildcards) if wildcards else [pattern]
+
+
+def fill(pattern):
+    """A params function: `pattern` with the job's wildcards filled in."""
+    return lambda wc: pattern.format(**dict(wc.items()))
+
+
+def k_arg(wc):
+    """The stage argument naming the sub-run's number of classes."""
+    return f"--num-classes {wc.vocab}" if SWEEP else ""
 
 
 def member_config(seed):
@@ -55,9 +86,11 @@ def member_config(seed):
 
 def teacher_config():
     t = dict(config.get("teacher", {}))
+    t.pop("threads", None)  # a job setting (the rule's threads), not the artifact's
     # EnD2 with a temperature schedule or smoothing re-tempers members: needs their log-probs
-    needed = any(needs_members(m, o) for m, o in config["students"]["methods"].items())
-    t["store_train_members"] = bool(t.get("store_train_members", False)) or needed
+    if SPEC.name == "image":
+        needed = any(needs_members(m, o) for m, o in config["students"]["methods"].items())
+        t["store_train_members"] = bool(t.get("store_train_members", False)) or needed
     return t
 
 
@@ -74,53 +107,100 @@ def data_files():
 
 
 def teacher_files():
-    return [f"{R}/teacher/{split}.safetensors" for split in DATA_SPLITS]
+    return [f"{RUN}/teacher/{split}.safetensors" for split in TEACHER_SPLITS]
 
 
 def member_files():
-    return expand(f"{R}/members/seed{{seed}}/model.safetensors", seed=MEMBER_SEEDS)
-
-
-SYSTEMS = (
-    [f"member-{s}" for s in MEMBER_SEEDS]
-    + ["ensemble"]
-    + [f"{m}-seed{s}" for m in METHODS for s in STUDENT_SEEDS]
-)
-TABLES = ["main", "prr", "ood", "shift", "shift_sets"]
+    return [f"{RUN}/members/seed{s}/model.safetensors" for s in MEMBER_SEEDS]
 
 
 def system_model(wc):
-    """The student weights a system needs (members and the ensemble read the cache only)."""
+    """The student weights a system needs (members and the ensemble read the teacher only)."""
     if wc.system.startswith("member-") or wc.system == "ensemble":
         return []
     method, seed = wc.system.rsplit("-seed", 1)
-    return [f"{R}/students/{method}/seed{seed}/model.safetensors"]
+    return [f"{RUN}/students/{method}/seed{seed}/model.safetensors".format(**dict(wc.items()))]
 
 
-_GA = config.get("gradient_analysis", {})
+def resource_records():
+    """Every job's resource record (declared outputs of the jobs that write one)."""
+    return (
+        runs(f"{RUN}/benchmarks/train_member/seed{{seed}}.resources.json", seed=MEMBER_SEEDS)
+        + runs(f"{RUN}/benchmarks/cache_teacher.resources.json")
+        + runs(
+            f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
+            method=METHODS,
+            seed=STUDENT_SEEDS,
+        )
+        + runs(f"{RUN}/benchmarks/evaluate/{{system}}.resources.json", system=SYSTEMS)
+    )
+
+
+def student_histories():
+    return runs(
+        f"{RUN}/students/{{method}}/seed{{seed}}/history.csv", method=METHODS, seed=STUDENT_SEEDS
+    )
 
 
 def fig(name):
     return report(f"{R}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
 
 
-# ----------------------------------------------------------------------------- token task
-def text_config(section, method=None):
-    """The members' or students' config slice (students: + method and its options)."""
-    s = config[section]
-    cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
-    if method is not None:
-        cfg["method"] = method
-        cfg["options"] = s["methods"][method]
-    return cfg
+def table(name):
+    return report(f"{R}/tables/{name}.csv", caption="../report/tables.rst", category="Tables")
 
 
-def text_members(wc):
-    return expand(f"{R}/V{wc.vocab}/members/seed{{seed}}/model.safetensors", seed=MEMBER_SEEDS)
+# ----------------------------------------------------------------- figures, gradient analysis
+# The inputs each figure is drawn from (pipeline.stages.figures); a task draws SPEC.figures.
+FIGURE_INPUTS = {
+    "rejection_curves": ["per_example"],
+    "ood_histograms": ["per_example"],
+    "reliability": ["per_example"],
+    "shift": ["tidy"],
+    "training_curves": ["histories"],
+    "knowledge_scatter": ["per_example"],
+    "gradient_analysis": ["shares", "profile"],
+    "class_sweep": ["sweep", "shares"],
+}
 
 
-def text_model(wc):
-    if wc.system.startswith("member-") or wc.system == "ensemble":
-        return []
-    method, seed = wc.system.rsplit("-seed", 1)
-    return [f"{R}/V{wc.vocab}/students/{method}/seed{seed}/model.safetensors"]
+def figure_inputs():
+    """Named inputs of the figures rule: only what this task's figures read, as explicit files."""
+    files = {
+        "per_example": runs(f"{RUN}/eval/{{system}}/{SPEC.arrays}", system=SYSTEMS),
+        "tidy": f"{R}/tables/metrics_tidy.csv",
+        "histories": student_histories(),
+        "shares": f"{R}/gradient_analysis/head_share.csv",
+        "profile": f"{R}/gradient_analysis/rank_profile.csv",
+        "sweep": f"{R}/tables/sweep.csv",
+    }
+    needed = dict.fromkeys(k for name in SPEC.figures for k in FIGURE_INPUTS[name])
+    return {k: files[k] for k in needed}
+
+
+def figure_args(wc, input):
+    """`--<name> <files>` for every named input, quoted."""
+    args = []
+    for name in figure_inputs():
+        files = input[name] if isinstance(input[name], list) else [input[name]]
+        args.append(f"--{name.replace('_', '-')} " + " ".join(f"'{f}'" for f in files))
+    return " ".join(args)
+
+
+def figure_options():
+    """The figure settings the config holds (ECE bins, the class-sweep OOD set and measure)."""
+    opts = []
+    if "ece_bins" in config.get("evaluation", {}):
+        opts.append(f"--ece-bins {int(config['evaluation']['ece_bins'])}")
+    for key in ("ood_set", "measure"):
+        if key in config.get("figure", {}):
+            opts.append(f"--{key.replace('_', '-')} {config['figure'][key]}")
+    return " ".join(opts)
+
+
+def gradient_args():
+    """The configured settings of the analysis (the stage's own defaults for the rest)."""
+    ga = config.get("gradient_analysis", {})
+    args = [f"--ks {' '.join(str(k) for k in ga['ks'])}"] if "ks" in ga else []
+    args += [f"--{k.replace('_', '-')} {int(ga[k])}" for k in ("batch", "profile_k") if k in ga]
+    return " ".join(args)

@@ -1,11 +1,13 @@
 rule prepare_data:
     """Read the raw data once, carve train/val/test, build the OOD and shifted sets."""
     input:
-        code("data"),
+        code("prepare"),
+        SPEC.raw_inputs(config),
     output:
         manifest=f"{R}/data/manifest.json",
         splits=data_files(),
     params:
+        task=TASK,
         cfg=as_json({"dataset": config["dataset"], "ood": config["ood"]}),
         out=lambda wc, output: os.path.dirname(output.manifest),
     log:
@@ -17,4 +19,5 @@ rule prepare_data:
         mem_mb=MEM_MB,
         runtime=RUNTIME,
     shell:
-        "python -m pipeline.data --config-json {params.cfg:q} --out {params.out} > {log} 2>&1"
+        "python -m pipeline.stages.prepare --task {params.task} --config-json {params.cfg:q}"
+        " --out {params.out:q} > {log:q} 2>&1"

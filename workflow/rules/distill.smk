@@ -1,33 +1,37 @@
 rule distill:
-    """Train one student from the teacher cache (same budget for every method)."""
+    """Train one student from the teacher (same budget for every method)."""
     input:
-        code("data", "models", "train", "metrics", "dirichlet", "special", "teacher", "distill"),
+        code("distill"),
         data=f"{R}/data/manifest.json",
-        train=f"{R}/data/train.safetensors",
-        teacher=f"{R}/teacher/manifest.json",
+        splits=data_files(),
+        teacher=f"{RUN}/teacher/manifest.json",
         cache=teacher_files(),
+        members=member_files(),
     output:
-        model=f"{R}/students/{{method}}/seed{{seed}}/model.safetensors",
-        meta=f"{R}/students/{{method}}/seed{{seed}}/model.json",
-        history=f"{R}/students/{{method}}/seed{{seed}}/history.csv",
+        model=f"{RUN}/students/{{method}}/seed{{seed}}/model.safetensors",
+        meta=f"{RUN}/students/{{method}}/seed{{seed}}/model.json",
+        history=f"{RUN}/students/{{method}}/seed{{seed}}/history.csv",
+        res=f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
     params:
+        task=TASK,
         device=DEVICE,
+        k=k_arg,
         cfg=lambda wc: as_json(student_config(wc.method)),
         data=lambda wc, input: os.path.dirname(input.data),
         teacher=lambda wc, input: os.path.dirname(input.teacher),
-        ckpt=lambda wc: f"{R}/checkpoints/students/{wc.method}/seed{wc.seed}.pt",
-        res=lambda wc: f"{R}/benchmarks/distill/{wc.method}/seed{wc.seed}.resources.json",
+        ckpt=fill(f"{RUN}/checkpoints/students/{{method}}/seed{{seed}}.pt"),
     log:
-        f"{R}/logs/distill/{{method}}/seed{{seed}}.log",
+        f"{RUN}/logs/distill/{{method}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/distill/{{method}}/seed{{seed}}.tsv"
+        f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.tsv"
     threads: THREADS
     resources:
         mem_mb=MEM_MB,
         runtime=RUNTIME,
         gpu=GPU,
     shell:
-        "python -m pipeline.distill --data {params.data} --teacher {params.teacher}"
-        " --seed {wildcards.seed} --config-json {params.cfg:q} --device {params.device}"
-        " --out {output.model} --ckpt {params.ckpt} --threads {threads}"
-        " --resources-json {params.res} > {log} 2>&1"
+        "python -m pipeline.stages.distill --task {params.task} --data {params.data:q} {params.k}"
+        " --teacher {params.teacher:q} --members {input.members:q} --seed {wildcards.seed}"
+        " --config-json {params.cfg:q} --device {params.device} --out {output.model:q}"
+        " --ckpt {params.ckpt:q} --threads {threads}"
+        " --resources-json {output.res:q} > {log:q} 2>&1"

@@ -1,31 +1,32 @@
 rule train_member:
     """Train one deep-ensemble member (members differ only by seed, unless overridden)."""
     input:
-        code("data", "models", "train", "metrics"),
+        code("train"),
         manifest=f"{R}/data/manifest.json",
-        train=f"{R}/data/train.safetensors",
-        val=f"{R}/data/val.safetensors",
+        splits=data_files(),
     output:
-        model=f"{R}/members/seed{{seed}}/model.safetensors",
-        meta=f"{R}/members/seed{{seed}}/model.json",
-        history=f"{R}/members/seed{{seed}}/history.csv",
+        model=f"{RUN}/members/seed{{seed}}/model.safetensors",
+        meta=f"{RUN}/members/seed{{seed}}/model.json",
+        history=f"{RUN}/members/seed{{seed}}/history.csv",
+        res=f"{RUN}/benchmarks/train_member/seed{{seed}}.resources.json",
     params:
+        task=TASK,
         device=DEVICE,
+        k=k_arg,
         cfg=lambda wc: as_json(member_config(wc.seed)),
         data=lambda wc, input: os.path.dirname(input.manifest),
-        ckpt=lambda wc: f"{R}/checkpoints/members/seed{wc.seed}.pt",
-        res=lambda wc: f"{R}/benchmarks/train_member/seed{wc.seed}.resources.json",
+        ckpt=fill(f"{RUN}/checkpoints/members/seed{{seed}}.pt"),
     log:
-        f"{R}/logs/train_member/seed{{seed}}.log",
+        f"{RUN}/logs/train_member/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train_member/seed{{seed}}.tsv"
+        f"{RUN}/benchmarks/train_member/seed{{seed}}.tsv"
     threads: THREADS
     resources:
         mem_mb=MEM_MB,
         runtime=RUNTIME,
         gpu=GPU,
     shell:
-        "python -m pipeline.train --data {params.data} --seed {wildcards.seed}"
-        " --config-json {params.cfg:q} --device {params.device} --out {output.model}"
-        " --ckpt {params.ckpt} --threads {threads}"
-        " --resources-json {params.res} > {log} 2>&1"
+        "python -m pipeline.stages.train --task {params.task} --data {params.data:q} {params.k}"
+        " --seed {wildcards.seed} --config-json {params.cfg:q} --device {params.device}"
+        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {threads}"
+        " --resources-json {output.res:q} > {log:q} 2>&1"

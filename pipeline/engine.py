@@ -1,0 +1,346 @@
+"""The training engine: one deterministic, resumable loop shared by every member and student of
+every task, its optimisers and schedules, and the command line of the training stages.
+
+Determinism: epoch ``e`` draws its shuffling, augmentation and dropout from generators seeded by
+``(seed, e)``, so a run resumed from the checkpoint of epoch ``e`` is bit-identical on the CPU
+to an uninterrupted one. The checkpoint (model, optimizer, scheduler, history) is written
+atomically after every epoch, outside the rule's declared outputs, and is only reused when its
+fingerprint (config slice + inputs + seed) matches.
+
+A task hands its training set to :func:`fit` as a :class:`Feed`: how many examples there are, how
+an epoch's index batches are drawn, and how a batch of indices becomes the model's input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.io import atomic_torch_save, fingerprint, save_model
+from pipeline.resources import ResourceRecord
+
+CPU = torch.device("cpu")
+STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
+"""Testing hook: stop (as if killed) after this many epochs of this run, keeping the checkpoint."""
+
+
+class Interrupted(RuntimeError):
+    """Raised when a run stops early on purpose (:data:`STOP_AFTER_ENV`)."""
+
+
+Batcher = Callable[[int, int, torch.Generator], list[torch.Tensor]]
+Stream = Callable[
+    [list[torch.Tensor], torch.Generator, int], Iterable[tuple[torch.Tensor, torch.Tensor]]
+]
+
+
+@dataclass
+class Feed:
+    """A training set as :func:`fit` reads it.
+
+    Attributes:
+        n: number of training examples (rows the indices refer to).
+        stream: ``stream(batches, generator, epoch_seed)`` yields ``(idx [b], x)`` per index
+            batch, ``x`` the model's input on the CPU (augmented with ``generator`` when the task
+            augments).
+        batcher: ``batcher(n, batch_size, generator)`` gives an epoch's index batches, exactly
+            ``ceil(n / batch_size)`` of them; ``None``: a random permutation cut in order.
+    """
+
+    n: int
+    stream: Stream
+    batcher: Batcher | None = None
+
+
+@dataclass
+class TrainingSet:
+    """What a task gives the training stages (``pipeline.tasks``, ``training_set``).
+
+    Attributes:
+        feed: the training examples as :func:`fit` reads them.
+        inputs: the raw training inputs, indexed like the feed (images, padded sequences).
+        targets: ``targets(idx [b]) -> [rows]`` int64 class targets of a batch, on the device,
+            in the order of the model's logit rows.
+        info: the model's metadata (what ``build_model``/``load_model`` need: K, channels...).
+        fp_inputs: fingerprints of the inputs (they decide whether a checkpoint is resumed).
+        data_sha256: checksum of the training split.
+        val: the task's validation data.
+        about: one line for the log.
+        data_dir: the prepared data it was read from.
+    """
+
+    feed: Feed
+    inputs: object
+    targets: Callable[[torch.Tensor], torch.Tensor]
+    info: dict
+    fp_inputs: dict
+    data_sha256: str
+    val: object
+    about: str
+    data_dir: Path
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    return dev
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(int(n))
+
+
+def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    name = cfg.get("optimizer", "adamw")
+    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "adam":
+        betas = tuple(cfg.get("betas", (0.9, 0.999)))
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            weight_decay=wd,
+            momentum=float(cfg.get("momentum", 0.9)),
+            nesterov=bool(cfg.get("nesterov", True)),
+        )
+    raise ValueError(f"optimizer must be adamw, adam or sgd, got {name!r}")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: dict, steps_per_epoch: int):
+    """Per-step schedule: ``cosine`` (default), ``multistep`` (epochs in ``milestones``),
+    or ``constant``; optional linear ``warmup_epochs``."""
+    name = cfg.get("schedule", "cosine")
+    total = max(1, int(cfg["epochs"]) * steps_per_epoch)
+    warm = int(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
+    milestones = [int(m) * steps_per_epoch for m in cfg.get("milestones", [])]
+    if name not in ("cosine", "multistep", "constant"):
+        raise ValueError(f"schedule must be cosine, multistep or constant, got {name!r}")
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        if name == "multistep":
+            return 0.1 ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def amp_enabled(device: torch.device, cfg: dict) -> bool:
+    """Mixed precision (bfloat16 autocast of the network) on CUDA unless ``amp: false``; the
+    losses stay float64 inside. Off on the CPU, where it is slower for these models."""
+    return device.type == "cuda" and bool(cfg.get("amp", True))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + epoch * 7_919) % (2**62)
+
+
+def fit(
+    model: nn.Module,
+    feed: Feed,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    cfg: dict,
+    *,
+    seed: int,
+    ckpt_path: str | Path,
+    fp: str,
+    eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    device: torch.device = CPU,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train ``model`` on ``feed`` for ``cfg["epochs"]`` epochs, resumably.
+
+    ``loss_fn(logits, idx [b], epoch)`` gives the batch loss (``idx`` indexes the training set,
+    so targets can be looked up); ``eval_fn(model, epoch)`` returns validation metrics.
+    Returns the per-epoch history (also kept in the checkpoint).
+    """
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    n = feed.n
+    steps = math.ceil(n / bs)
+    model.to(device)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, steps)
+    history: list[dict] = []
+    start = 0
+    ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fp:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            history, start = state["history"], int(state["epoch"])
+            log(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
+        else:
+            log(f"ignoring stale checkpoint {ckpt_path} (config, data or seed changed)")
+    stop_after = os.environ.get(STOP_AFTER_ENV)
+    use_amp = amp_enabled(device, cfg)
+    grad_clip = cfg.get("grad_clip")
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+        torch.manual_seed(_epoch_seed(seed, epoch) + 1)
+        model.train()
+        if feed.batcher is None:
+            perm = torch.randperm(n, generator=g)
+            batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
+        else:
+            batches = feed.batcher(n, bs, g)
+            if len(batches) != steps:
+                raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
+        total, count = 0.0, 0
+        for idx, x in feed.stream(batches, g, _epoch_seed(seed, epoch)):
+            x = x.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), idx, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
+        row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
+        if eval_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                row.update(eval_fn(model, epoch))
+        dt = time.perf_counter() - t0
+        row.update({"seconds": dt, "examples_per_s": count / dt})
+        history.append(row)
+        log(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
+        atomic_torch_save(
+            {
+                "fingerprint": fp,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "history": history,
+            },
+            ckpt_path,
+        )
+        if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
+            raise Interrupted(f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})")
+    return history
+
+
+def write_history(history: list[dict], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def fit_and_save(
+    model: nn.Module,
+    feed: Feed,
+    loss_fn,
+    cfg: dict,
+    *,
+    seed: int,
+    ckpt,
+    out,
+    fp_inputs: dict,
+    meta: dict,
+    eval_fn,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[dict]:
+    """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
+    slice without the device, seed, ``fp_inputs``), the resumable fit, then the weights with
+    ``meta`` + config + history beside them, and ``history.csv``."""
+    cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
+    fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
+    history = fit(
+        model,
+        feed,
+        loss_fn,
+        cfg,
+        seed=seed,
+        ckpt_path=ckpt,
+        fp=fp,
+        eval_fn=eval_fn,
+        device=device,
+        log=log,
+    )
+    save_model(model.cpu(), out, {**meta, "seed": seed, "config": cfg, "history": history})
+    write_history(history, Path(out).with_name("history.csv"))
+    return history
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class SampleCounter:
+    """Counts the training samples (images, target tokens) of an epoch: history column
+    ``train_samples``."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
+def training_cli(description: str, stage: str, run, extra_args=None) -> None:
+    """Command line shared by the training stages (``train``, ``distill``): the common flags,
+    the resource record, and exit code 3 when a run stops early (:data:`STOP_AFTER_ENV`).
+    ``run(args, cfg, log)`` trains and returns the history."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--task", required=True, help="image | text (pipeline.tasks)")
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--num-classes", type=int, default=None, help="K, where the task sweeps it")
+    ap.add_argument("--seed", required=True, type=int)
+    ap.add_argument("--config-json", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--ckpt", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
+    if extra_args:
+        extra_args(ap)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    cfg = {**json.loads(args.config_json), "device": args.device}
+    try:
+        with ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec:
+            history = run(args, cfg, lambda s: print(s, flush=True))
+            rec.samples = int(sum(h.get("train_samples", 0) for h in history))
+    except Interrupted as err:
+        print(err, flush=True)
+        sys.exit(3)

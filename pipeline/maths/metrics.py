@@ -1,0 +1,164 @@
+"""Evaluation metrics (docs/method.md, "Metrics"). Inputs: numpy arrays or torch tensors; outputs:
+Python floats (or numpy arrays for curves).
+
+Shapes: ``probs [N, K]`` (rows sum to 1), ``y [N]`` integer labels, scores/uncertainties ``[N]``
+(higher = more uncertain), ``errors [N]`` booleans (1 = misclassified).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+__all__ = [
+    "accuracy",
+    "brier",
+    "ece",
+    "nll",
+    "ood_aupr",
+    "ood_auroc",
+    "prr",
+    "rejection_curve",
+    "reliability_bins",
+]
+
+_TINY = np.finfo(np.float64).tiny
+
+
+ECE_BINS = 10
+"""Equal-width confidence bins of ECE and the reliability diagrams, unless configured."""
+
+
+def _arr(x, name: str, ndim: int) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return a
+
+
+def _probs_labels(probs, y) -> tuple[np.ndarray, np.ndarray]:
+    p = _arr(probs, "probs", 2).astype(np.float64)
+    t = _arr(y, "y", 1).astype(np.int64)
+    if p.shape[0] != t.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but y has {t.shape[0]} labels")
+    if t.min() < 0 or t.max() >= p.shape[1]:
+        raise ValueError(f"labels must be in [0, {p.shape[1]}), got [{t.min()}, {t.max()}]")
+    return p, t
+
+
+def accuracy(probs, y, k: int = 1) -> float:
+    """Top-``k`` accuracy."""
+    p, t = _probs_labels(probs, y)
+    if not 1 <= k <= p.shape[1]:
+        raise ValueError(f"k must be in [1, {p.shape[1]}], got {k}")
+    if k == 1:
+        return float(np.mean(p.argmax(1) == t))
+    topk = np.argpartition(-p, k - 1, axis=1)[:, :k]
+    return float(np.mean((topk == t[:, None]).any(1)))
+
+
+def nll(probs, y) -> float:
+    """Mean negative log-likelihood ``-ln p_y`` (``p_y`` floored at the smallest float64)."""
+    p, t = _probs_labels(probs, y)
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(t)), t], _TINY))))
+
+
+def brier(probs, y) -> float:
+    """Mean Brier score ``sum_c (p_c - 1[c = y])^2``."""
+    p, t = _probs_labels(probs, y)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(t)), t] = 1.0
+    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def reliability_bins(probs, y, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Equal-width confidence bins ``(lo, hi]`` over [0, 1]: per-bin count, mean confidence and
+    accuracy (NaN for empty bins). The first bin also holds confidence 0."""
+    p, t = _probs_labels(probs, y)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    conf = p.max(1)
+    correct = (p.argmax(1) == t).astype(np.float64)
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
+        acc = np.bincount(idx, weights=correct, minlength=bins) / count
+    return {
+        "count": count,
+        "confidence": mean_conf,
+        "accuracy": acc,
+        "edges": np.linspace(0.0, 1.0, bins + 1),
+    }
+
+
+def ece(probs, y, bins: int = ECE_BINS) -> float:
+    """Expected calibration error ``sum_b (n_b / N) |conf_b - acc_b|`` over equal-width bins."""
+    r = reliability_bins(probs, y, bins)
+    filled = r["count"] > 0
+    gap = np.abs(r["confidence"][filled] - r["accuracy"][filled])
+    return float(np.sum(r["count"][filled] * gap) / r["count"].sum())
+
+
+def _ood_labels(score_in, score_out) -> tuple[np.ndarray, np.ndarray]:
+    s_in = _arr(score_in, "score_in", 1).astype(np.float64)
+    s_out = _arr(score_out, "score_out", 1).astype(np.float64)
+    scores = np.concatenate([s_in, s_out])
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("OOD scores contain NaN or inf")
+    labels = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
+    return labels, scores
+
+
+def ood_auroc(score_in, score_out) -> float:
+    """ROC-AUC of detecting OOD (positive class) by the score (higher = more likely OOD)."""
+    return float(roc_auc_score(*_ood_labels(score_in, score_out)))
+
+
+def ood_aupr(score_in, score_out) -> float:
+    """PR-AUC (average precision) with OOD as the positive class."""
+    return float(average_precision_score(*_ood_labels(score_in, score_out)))
+
+
+def rejection_curve(uncertainty, errors) -> tuple[np.ndarray, np.ndarray]:
+    """Error rate of the whole set after sending the most uncertain fraction to an oracle.
+
+    Returns ``fractions [N + 1] = n / N`` and ``error_rates [N + 1]`` (errors left among the
+    kept examples, divided by N). Ties in ``uncertainty`` are rejected at their group's mean
+    error rate (the expectation under random tie-breaking), so a constant uncertainty gives
+    exactly the random curve.
+    """
+    u = _arr(uncertainty, "uncertainty", 1).astype(np.float64)
+    e = _arr(errors, "errors", 1).astype(np.float64)
+    if u.shape != e.shape:
+        raise ValueError(f"uncertainty has {u.shape[0]} entries but errors has {e.shape[0]}")
+    if not np.all(np.isfinite(u)):
+        raise ValueError("uncertainty contains NaN or inf")
+    n = len(u)
+    order = np.argsort(-u, kind="stable")
+    us, es = u[order], e[order]
+    rejected = np.concatenate([[0.0], np.cumsum(es)])
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(us) != 0) + 1, [n]])
+    steps = np.arange(n + 1)
+    rejected = np.interp(steps, edges, rejected[edges])
+    return steps / n, (rejected[-1] - rejected) / n
+
+
+def prr(uncertainty, errors) -> float:
+    """Prediction rejection ratio ``(A_random - A_unc) / (A_random - A_oracle)``.
+
+    Areas under the rejection curves on [0, 1]; 1 for a perfect ranking, ~0 for a random one.
+    NaN when there are no errors or only errors (the ratio is undefined).
+    """
+    fractions, curve = rejection_curve(uncertainty, errors)
+    e0 = curve[0]
+    if e0 == 0.0 or e0 == 1.0:
+        return float("nan")
+    a_unc = float(np.trapezoid(curve, fractions))
+    a_random = e0 / 2.0
+    a_oracle = e0 * e0 / 2.0
+    return (a_random - a_unc) / (a_random - a_oracle)

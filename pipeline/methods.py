@@ -1,0 +1,186 @@
+"""The method registry: every distillation method by name, its loss, its options and their
+defaults, and how it is shown. This is the one home of those defaults: training (both tasks),
+evaluation, the gradient analysis and the figures read them from here, and the config schemas
+only check the options' types and ranges.
+
+Importing this module does not import torch (the workflow reads it while building the DAG); the
+loss is looked up in :mod:`pipeline.maths.losses` when it is first called.
+
+=========  ==========================================================  =========================
+name       loss (``docs/method.md``)                                    options (default)
+=========  ==========================================================  =========================
+end        KL[pi_bar || softmax(z)]                                     —
+end2       Dirichlet NLL of the members                                 model_offset (0),
+                                                                        smoothing (0),
+                                                                        temperature (none)
+pd_end2    KL[Dir(alpha) || Dir(pi_bar beta_0 + 1)] / beta_0             model_offset (1),
+                                                                        target_offset (1)
+pd_fkl     KL[Dir(beta) || Dir(alpha)] (ablation)                       model_offset (1),
+                                                                        target_offset (1)
+=========  ==========================================================  =========================
+
+``temperature`` is the EnD2 schedule ``{initial, hold_epochs, anneal_epochs}``: hold
+``T = initial`` for ``hold_epochs``, then decay linearly to 1 over ``anneal_epochs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "COLORS",
+    "GROUP_LABELS",
+    "GROUP_ORDER",
+    "METHODS",
+    "Method",
+    "get",
+    "loss",
+    "model_offset",
+    "needs_members",
+    "parse_system",
+    "resolve_options",
+    "temperature_at",
+]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One distillation method.
+
+    Attributes:
+        name: the config key (``students.methods.<name>``) and the system prefix.
+        display: the name in tables and figures.
+        color: its matplotlib colour.
+        loss_fn: the function of :mod:`pipeline.maths.losses` that trains it.
+        defaults: every option the method takes, with its default.
+        dirichlet: the student's output is read as a Dirichlet ``alpha = exp(z) + m_off``
+            (uncertainty from ``alpha``); otherwise as a categorical ``softmax(z)``.
+        needs_floored: the loss reads ``mean_m ln(pi_m + eps)`` (EnD2's likelihood target).
+    """
+
+    name: str
+    display: str
+    color: str
+    loss_fn: str
+    defaults: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    dirichlet: bool = True
+    needs_floored: bool = False
+
+
+def _method(name, display, color, loss_fn, defaults, **kw) -> Method:
+    return Method(name, display, color, loss_fn, MappingProxyType(dict(defaults)), **kw)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        _method("end", "EnD", "tab:blue", "end_loss", {}, dirichlet=False),
+        _method(
+            "end2",
+            "EnD²",
+            "tab:orange",
+            "end2_loss",
+            {"model_offset": 0.0, "smoothing": 0.0, "temperature": None},
+            needs_floored=True,
+        ),
+        _method(
+            "pd_end2",
+            "PD-EnD²",
+            "tab:green",
+            "proxy_rkl_loss",
+            {"model_offset": 1.0, "target_offset": 1.0},
+        ),
+        _method(
+            "pd_fkl",
+            "PD-FKL",
+            "tab:purple",
+            "proxy_fkl_loss",
+            {"model_offset": 1.0, "target_offset": 1.0},
+        ),
+    )
+}
+
+GROUP_ORDER = ["member", "ensemble", *METHODS]
+"""Display order of the system groups: single members, the ensemble, then every method."""
+GROUP_LABELS = {"member": "Single model", "ensemble": "Ensemble"} | {
+    m.name: m.display for m in METHODS.values()
+}
+COLORS = {"member": "tab:gray", "ensemble": "black"} | {m.name: m.color for m in METHODS.values()}
+
+
+def get(name: str) -> Method:
+    """The registered method ``name``; a ``ValueError`` naming the choices otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {tuple(METHODS)}")
+    return METHODS[name]
+
+
+def resolve_options(name: str, options: dict | None) -> dict[str, Any]:
+    """``options`` completed with the method's defaults; an unknown option is an error."""
+    method, options = get(name), dict(options or {})
+    unknown = sorted(set(options) - set(method.defaults))
+    if unknown:
+        raise ValueError(
+            f"method {name!r} has no option(s) {unknown}; it takes {sorted(method.defaults)}"
+        )
+    return {**method.defaults, **options}
+
+
+def model_offset(name: str, options: dict | None) -> float:
+    """The student's ``m_off`` for ``name`` (0 for a categorical student, which has none).
+    Evaluation must use the training value."""
+    return float(resolve_options(name, options).get("model_offset", 0.0))
+
+
+def temperature_at(epoch: int, schedule: dict | None) -> float:
+    """EnD2 temperature for 0-based ``epoch``: ``initial`` for ``hold_epochs``, then linear to 1
+    over ``anneal_epochs`` (reaching 1 at the last annealing epoch), then 1."""
+    if not schedule:
+        return 1.0
+    t0 = float(schedule.get("initial", 1.0))
+    hold, anneal = int(schedule.get("hold_epochs", 0)), int(schedule.get("anneal_epochs", 0))
+    if epoch < hold:
+        return t0
+    if anneal <= 0:
+        return 1.0
+    frac = min(1.0, (epoch - hold + 1) / anneal)
+    return t0 + (1.0 - t0) * frac
+
+
+def member_transform(name: str, options: dict | None, epoch: int) -> tuple[float, float]:
+    """``(temperature, smoothing)`` applied to the members' outputs at ``epoch`` (1 and 0 for
+    every method but EnD2, whose schedule re-tempers them)."""
+    opts = resolve_options(name, options)
+    return temperature_at(epoch, opts.get("temperature")), float(opts.get("smoothing", 0.0))
+
+
+def needs_members(name: str, options: dict | None) -> bool:
+    """Whether the loss needs each member's log-probs rather than their statistics at T = 1
+    (EnD2 with a temperature schedule or smoothing re-tempers the members)."""
+    return member_transform(name, options, 0) != (1.0, 0.0)
+
+
+def loss(name: str, options: dict | None, logits, stats, reduction: str = "mean"):
+    """The loss of method ``name`` (batch mean by default) for student ``logits [B, K]`` and
+    :class:`pipeline.maths.stats.TeacherStats` ``stats`` (built with the member transform of
+    :func:`member_transform`)."""
+    from pipeline.maths import losses
+
+    method, opts = get(name), resolve_options(name, options)
+    kwargs = {k: float(opts[k]) for k in ("model_offset", "target_offset") if k in opts}
+    return getattr(losses, method.loss_fn)(logits, stats, reduction=reduction, **kwargs)
+
+
+def parse_system(system: str) -> tuple[str, int | None]:
+    """A system's group and seed: ``member-3`` -> (``member``, 3); ``ensemble`` -> (``ensemble``,
+    None); ``pd_end2-seed1`` -> (``pd_end2``, 1)."""
+    if system == "ensemble":
+        return "ensemble", None
+    if system.startswith("member-"):
+        return "member", int(system.split("-", 1)[1])
+    if "-seed" in system:
+        method, seed = system.rsplit("-seed", 1)
+        return method, int(seed)
+    raise ValueError(f"cannot parse system name {system!r}")

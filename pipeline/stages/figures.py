@@ -1,0 +1,395 @@
+"""Stage ``figures`` (``rule figures``): every plot is drawn from files the evaluation and the
+aggregation already wrote (passed explicitly, never found by globbing), so regenerating them never
+touches training. Each figure is saved as PNG and PDF; a task draws the figures its
+:class:`pipeline.tasks.TaskSpec` lists.
+
+* ``rejection_curves``     error rate vs fraction rejected (test), per measure, oracle/random
+* ``ood_histograms``       uncertainty of ID test vs OOD, per measure, ensemble vs students
+* ``reliability``          reliability diagrams (test) per system group
+* ``shift``                accuracy and ECE vs corruption severity, mean ± std over seeds
+* ``training_curves``      student validation accuracy / NLL / agreement per epoch, per method
+* ``knowledge_scatter``    per-example knowledge uncertainty (MI): student vs ensemble
+* ``gradient_analysis``    head share of |dL/dz| vs K, and |dL/dz_c| vs rank of pi_bar_c
+* ``class_sweep``          (token task) student-vs-ensemble gaps against the number of classes
+
+Run by hand, e.g.: ``python -m pipeline.stages.figures --task image --out figs
+--per-example results/default/eval/*/per_example.safetensors --tidy ... --histories ...
+--shares ... --profile ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+
+from pipeline import tasks  # noqa: E402
+from pipeline.maths import metrics as Mx  # noqa: E402
+from pipeline.methods import COLORS, GROUP_LABELS, GROUP_ORDER, METHODS, parse_system  # noqa: E402
+from pipeline.tables import read_tidy  # noqa: E402
+
+MEASURE_LABELS = {
+    "total": "total (TU)",
+    "data": "data (DU)",
+    "knowledge": "knowledge (MI)",
+    "epkl": "EPKL",
+    "rmi": "RMI",
+    "neg_confidence": "−confidence",
+    "seq_nll": "−(1/L) ln P(y|x)",
+}
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _representatives(files: list[Path]) -> dict[str, Path]:
+    """One evaluation per group (the lowest seed), in display order; ``files`` are
+    ``.../eval/<system>/per_example.safetensors``."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in sorted(map(Path, files)):
+        group, seed = parse_system(path.parent.name)
+        s = -1 if seed is None else seed
+        if group not in best or s < best[group][0]:
+            best[group] = (s, path)
+    return {
+        g: best[g][1]
+        for g in sorted(best, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99)
+    }
+
+
+def rejection_curves(files: list[Path], out: Path) -> list[Path]:
+    reps = _representatives(files)
+    measures = ["total", "knowledge", "neg_confidence"]
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.6), sharey=True)
+    for ax, measure in zip(axes, measures, strict=True):
+        for group, path in reps.items():
+            a = load_file(str(path))
+            errors = a["test.pred"] != a["test.label"]
+            f, e = Mx.rejection_curve(a[f"test.{measure}"], errors)
+            ax.plot(f, e, color=COLORS.get(group), label=GROUP_LABELS.get(group, group))
+        e0 = e[0]
+        ax.plot([0, 1], [e0, 0], ":", color="gray", label="random")
+        ax.plot([0, e0, 1], [e0, 0, 0], "--", color="gray", label="oracle")
+        ax.set(title=f"rejection by {MEASURE_LABELS[measure]}", xlabel="fraction rejected")
+    axes[0].set_ylabel("error rate (test)")
+    axes[-1].legend(fontsize=7)
+    return _save(fig, out, "rejection_curves")
+
+
+def ood_histograms(files: list[Path], out: Path) -> list[Path]:
+    reps = {g: p for g, p in _representatives(files).items() if g != "member"}
+    a0 = load_file(str(next(iter(reps.values()))))
+    ood = sorted({k.split(".")[0] for k in a0 if k.startswith("ood_")})[:1]
+    measures = ["total", "knowledge", "epkl", "neg_confidence"]
+    fig, axes = plt.subplots(
+        len(reps), len(measures), figsize=(3.2 * len(measures), 1.9 * len(reps)), squeeze=False
+    )
+    for i, (group, path) in enumerate(reps.items()):
+        a = load_file(str(path))
+        for j, measure in enumerate(measures):
+            ax = axes[i, j]
+            s_in, s_out = a[f"test.{measure}"], a[f"{ood[0]}.{measure}"] if ood else None
+            if np.ptp(s_in) == 0 and (s_out is None or np.ptp(s_out) == 0):
+                ax.text(
+                    0.5,
+                    0.5,
+                    "not defined\n(categorical output)",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=8,
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(GROUP_LABELS.get(group, group), fontsize=9)
+                continue
+            lo = min(s_in.min(), s_out.min()) if ood else s_in.min()
+            hi = max(s_in.max(), s_out.max()) if ood else s_in.max()
+            bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
+            ax.hist(s_in, bins=bins, alpha=0.6, density=True, label="ID test")
+            if ood:
+                ax.hist(s_out, bins=bins, alpha=0.6, density=True, label=ood[0])
+                auc = Mx.ood_auroc(s_in, s_out)
+                ax.text(
+                    0.97, 0.9, f"AUROC {auc:.2f}", transform=ax.transAxes, ha="right", fontsize=7
+                )
+            if i == 0:
+                ax.set_title(MEASURE_LABELS[measure], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(GROUP_LABELS.get(group, group), fontsize=9)
+            ax.tick_params(labelsize=6)
+    axes[0, -1].legend(fontsize=7)
+    return _save(fig, out, "ood_histograms")
+
+
+def reliability(files: list[Path], out: Path, bins: int = Mx.ECE_BINS) -> list[Path]:
+    reps = _representatives(files)
+    fig, axes = plt.subplots(1, len(reps), figsize=(2.6 * len(reps), 2.8), sharey=True)
+    for ax, (group, path) in zip(np.atleast_1d(axes), reps.items(), strict=True):
+        a = load_file(str(path))
+        r = Mx.reliability_bins(a["test.probs"], a["test.label"], bins)
+        centers = (r["edges"][:-1] + r["edges"][1:]) / 2
+        ax.bar(
+            centers,
+            np.nan_to_num(r["accuracy"]),
+            width=1 / bins,
+            edgecolor="k",
+            color=COLORS.get(group),
+            alpha=0.7,
+        )
+        ax.plot([0, 1], [0, 1], "--", color="gray")
+        ece = Mx.ece(a["test.probs"], a["test.label"], bins)
+        ax.set(
+            title=f"{GROUP_LABELS.get(group, group)}\nECE {ece:.3f}",
+            xlabel="confidence",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+    np.atleast_1d(axes)[0].set_ylabel("accuracy")
+    return _save(fig, out, "reliability")
+
+
+def shift(tidy_csv: Path, out: Path) -> list[Path]:
+    t = read_tidy(tidy_csv)
+    t = t[(t["split"] == "shift") & (t["corruption"] == "all")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric in zip(axes, ["accuracy", "ece"], strict=True):
+        d = t[t["metric"] == metric]
+        for group in [g for g in GROUP_ORDER if g in set(d["group"])]:
+            g = d[d["group"] == group].groupby("severity")["value"].agg(["mean", "std"])
+            ax.errorbar(
+                g.index,
+                g["mean"],
+                yerr=g["std"].fillna(0),
+                marker="o",
+                capsize=2,
+                color=COLORS.get(group),
+                label=GROUP_LABELS.get(group, group),
+            )
+        ax.set(xlabel="corruption severity", ylabel=metric, title=f"{metric} under shift")
+    axes[1].legend(fontsize=7)
+    return _save(fig, out, "shift")
+
+
+def training_curves(histories: list[Path], out: Path) -> list[Path]:
+    frames = []
+    for h in histories:
+        method, seed = h.parent.parent.name, h.parent.name
+        frames.append(pd.read_csv(h).assign(method=method, seed=seed))
+    d = pd.concat(frames)
+    cols = [c for c in ("val_acc", "val_nll", "val_agreement", "train_loss") if c in d]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 3.2))
+    for ax, col in zip(axes, cols, strict=True):
+        for method, g in d.groupby("method"):
+            s = g.groupby("epoch")[col].agg(["mean", "std"])
+            ax.plot(
+                s.index,
+                s["mean"],
+                marker="o",
+                color=COLORS.get(method),
+                label=GROUP_LABELS.get(method, method),
+            )
+            ax.fill_between(
+                s.index,
+                s["mean"] - s["std"].fillna(0),
+                s["mean"] + s["std"].fillna(0),
+                color=COLORS.get(method),
+                alpha=0.2,
+            )
+        ax.set(xlabel="epoch", title=col)
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "training_curves")
+
+
+def knowledge_scatter(files: list[Path], out: Path) -> list[Path]:
+    reps = _representatives(files)
+    ens = load_file(str(reps["ensemble"]))
+    students = [g for g in reps if g in METHODS and METHODS[g].dirichlet]
+    fig, axes = plt.subplots(
+        1, max(1, len(students)), figsize=(3.6 * max(1, len(students)), 3.4), squeeze=False
+    )
+    splits = ["test"] + sorted({k.split(".")[0] for k in ens if k.startswith("ood_")})
+    for ax, group in zip(axes[0], students, strict=False):
+        a = load_file(str(reps[group]))
+        for split in splits:
+            x, y = ens[f"{split}.knowledge"], a[f"{split}.knowledge"]
+            ax.scatter(x, y, s=3, alpha=0.4, label=split)
+        both = np.concatenate([ens[f"{s}.knowledge"] for s in splits])
+        ax.plot([0, both.max()], [0, both.max()], "--", color="gray")
+        ax.set(
+            xlabel="ensemble MI",
+            ylabel=f"{GROUP_LABELS.get(group, group)} MI",
+            title=GROUP_LABELS.get(group, group),
+        )
+        ax.legend(fontsize=7, markerscale=3)
+    return _save(fig, out, "knowledge_scatter")
+
+
+def head_share_panel(ax, shares_csv: Path, title: str = "where the gradient goes") -> None:
+    """Gradient head share against K per method (mean ± std over the synthetic examples of
+    ``gradient_analysis/head_share.csv``) on ``ax``."""
+    s = pd.read_csv(shares_csv)
+    for method, g in s.groupby("method"):
+        m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
+        ax.errorbar(
+            m.index,
+            m["mean"],
+            yerr=m["std"],
+            marker="o",
+            capsize=2,
+            color=COLORS.get(method),
+            label=GROUP_LABELS.get(method, method),
+        )
+    ax.set(
+        xscale="log",
+        xlabel="number of classes K",
+        ylim=(0, 1.05),
+        ylabel="share of Σ|∂L/∂z| on head (π̄ ≥ 1e-3)",
+        title=title,
+    )
+    ax.legend(fontsize=8)
+
+
+def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Path]:
+    p = pd.read_csv(profile_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    head_share_panel(axes[0], shares_csv)
+    for method in [c for c in p.columns if c not in ("rank", "mean_prob")]:
+        axes[1].plot(
+            p["rank"], p[method], color=COLORS.get(method), label=GROUP_LABELS.get(method, method)
+        )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank of π̄_c",
+        ylabel="mean |∂L/∂z_c|",
+        title=f"per-class gradient, K = {len(p):,}",
+    )
+    axes[1].legend()
+    return _save(fig, out, "gradient_analysis")
+
+
+def class_sweep(
+    sweep_csv: Path, shares_csv: Path | None, out: Path, ood_set: str, measure: str
+) -> list[Path]:
+    """The class-count figure: student-vs-ensemble gaps against V, one line per method
+    (mean ± std over seeds), and the synthetic gradient head share against K."""
+    s = pd.read_csv(sweep_csv, keep_default_na=False)
+    for col in ("mean", "std"):
+        s[col] = pd.to_numeric(s[col].replace("", np.nan))
+    test = s[s["split"] == "test"]
+    ens_nll = test[(test["group"] == "ensemble") & (test["metric"] == "nll")].set_index("vocab")[
+        "mean"
+    ]
+    methods = [g for g in GROUP_ORDER if g in set(s["group"]) and g not in ("member", "ensemble")]
+    panels = 4 if shares_csv is not None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+
+    def line(ax, rows, label, color, shift=None, style="-o"):
+        rows = rows.sort_values("vocab")
+        y = rows["mean"].to_numpy()
+        if shift is not None:
+            y = y - shift.reindex(rows["vocab"]).to_numpy()
+        ax.errorbar(
+            rows["vocab"], y, yerr=rows["std"], fmt=style, capsize=3, color=color, label=label
+        )
+
+    for g in methods:
+        rows = test[test["group"] == g]
+        lab, col = GROUP_LABELS.get(g, g), COLORS.get(g)
+        line(axes[0], rows[rows["metric"] == "nll"], lab, col, shift=ens_nll)
+        line(axes[1], rows[rows["metric"] == "agreement"], lab, col)
+    member = test[test["group"] == "member"]
+    line(
+        axes[0], member[member["metric"] == "nll"], "single model", COLORS["member"], ens_nll, "--s"
+    )
+    line(
+        axes[1],
+        member[member["metric"] == "agreement"],
+        "single model",
+        COLORS["member"],
+        None,
+        "--s",
+    )
+    axes[0].axhline(0.0, color="black", lw=0.8)
+    axes[0].set(ylabel="test NLL − ensemble NLL (nats/token)", title="NLL gap to the ensemble")
+    axes[1].set(ylabel="top-1 agreement with the ensemble", title="agreement (test tokens)")
+    if f"ood_{ood_set}" not in set(s["split"]):
+        have = sorted(x.removeprefix("ood_") for x in set(s["split"]) if x.startswith("ood_"))
+        raise ValueError(f"figure: the OOD set {ood_set!r} is not in the sweep ({have})")
+    ood = s[
+        (s["split"] == f"ood_{ood_set}") & (s["metric"] == "ood_auroc") & (s["measure"] == measure)
+    ]
+    for g in ["ensemble", *methods]:
+        style = "--" if g == "ensemble" else "-o"
+        line(axes[2], ood[ood["group"] == g], GROUP_LABELS.get(g, g), COLORS.get(g), None, style)
+    axes[2].set(
+        ylabel=f"OOD ROC-AUC ({MEASURE_LABELS.get(measure, measure)})",
+        title=f"test vs {ood_set} sequences",
+    )
+    for ax in axes[:3]:
+        ax.set(xscale="log", xlabel="number of classes V")
+        ax.legend(fontsize=8)
+    if shares_csv is not None:
+        head_share_panel(axes[3], shares_csv, title="gradient head share (synthetic)")
+    fig.tight_layout()
+    return _save(fig, out, "class_sweep")
+
+
+def _given(value, flag: str):
+    if value is None:
+        raise ValueError(f"class_sweep needs {flag} (config: figure.ood_set / figure.measure)")
+    return value
+
+
+def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
+    """Every figure of ``task`` (its :class:`pipeline.tasks.TaskSpec`), from the given files."""
+    makers = {
+        "rejection_curves": lambda: rejection_curves(args.per_example, out),
+        "ood_histograms": lambda: ood_histograms(args.per_example, out),
+        "reliability": lambda: reliability(args.per_example, out, args.ece_bins),
+        "shift": lambda: shift(args.tidy, out),
+        "training_curves": lambda: training_curves(args.histories, out),
+        "knowledge_scatter": lambda: knowledge_scatter(args.per_example, out),
+        "gradient_analysis": lambda: gradient_analysis(args.shares, args.profile, out),
+        "class_sweep": lambda: class_sweep(
+            args.sweep, args.shares, out, args.ood_set, args.measure
+        ),
+    }
+    return [p for name in tasks.spec(task).figures for p in makers[name]()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Draw every figure of a run (rule figures)")
+    ap.add_argument("--task", required=True, choices=sorted(tasks.TASKS))
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--per-example", nargs="*", type=Path, default=[], help="evaluation arrays")
+    ap.add_argument("--tidy", type=Path, default=None, help="tables/metrics_tidy.csv")
+    ap.add_argument("--histories", nargs="*", type=Path, default=[], help="students' history.csv")
+    ap.add_argument("--shares", type=Path, default=None, help="gradient_analysis/head_share.csv")
+    ap.add_argument("--profile", type=Path, default=None, help="gradient_analysis/rank_profile.csv")
+    ap.add_argument("--sweep", type=Path, default=None, help="tables/sweep.csv")
+    ap.add_argument("--ece-bins", type=int, default=Mx.ECE_BINS)
+    ap.add_argument("--ood-set", default=None, help="class_sweep: the OOD set drawn")
+    ap.add_argument("--measure", default=None, help="class_sweep: the OOD score drawn")
+    args = ap.parse_args()
+    for p in draw(args.task, args.out, args):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The image task's evaluation of one system (``rule evaluate``): point predictions and
+uncertainty scores per example, then the metrics.
+
+Systems: ``member-<seed>`` (one ensemble member), ``ensemble`` (read from the teacher cache: no
+member is re-run), ``<method>-seed<seed>`` (a student, run over the prepared splits).
+Point prediction: softmax(z) for a student, pi_bar for the ensemble. Uncertainty measures
+(:mod:`pipeline.maths.uncertainty`): ensemble measures for the ensemble, Dirichlet measures of
+``alpha = exp(z) + m_off`` for Dirichlet students (their training offset), categorical ones
+(TU = DU, MI = EPKL = RMI = 0) for single members and EnD students. ``confidence`` is the max of
+the point prediction in every case (the quantity ECE calibrates).
+
+Metrics: test accuracy, NLL, Brier, ECE, PRR per score; per labelled shift set accuracy, NLL,
+ECE; OOD ROC-AUC / PR-AUC of every score (test vs each OOD or shift set, OOD positive); per
+corruption and severity accuracy, ECE, NLL and shift-as-OOD ROC-AUC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import methods
+from pipeline.maths import metrics as Mx
+from pipeline.maths.dirichlet import student_alphas
+from pipeline.maths.uncertainty import (
+    SCORES,
+    categorical_uncertainty,
+    dirichlet_uncertainty,
+    ensemble_uncertainty,
+    scores,
+)
+from pipeline.tasks.image import cache as C
+from pipeline.tasks.image import data as D
+from pipeline.tasks.image.batches import predict_logits
+
+
+def _measure(raw: torch.Tensor, group: str, m_off: float, mask: list[int] | None) -> dict:
+    """``probs`` and uncertainty ``scores`` from member log-probs ``[N, M, K]`` (single member
+    or ensemble) or student logits ``[N, K]``, restricted to the classes in ``mask`` (their
+    distribution renormalised over them) when given."""
+    if mask is not None:
+        raw = raw[..., mask]
+    if group in ("member", "ensemble"):
+        members = torch.softmax(raw, -1)  # [N, M, K]
+        probs = members.mean(1)
+        u = ensemble_uncertainty(members) if group == "ensemble" else categorical_uncertainty(probs)
+    else:
+        probs = torch.softmax(raw, -1)
+        if not methods.get(group).dirichlet:
+            u = categorical_uncertainty(probs)
+        else:
+            u = dirichlet_uncertainty(student_alphas(raw, m_off))
+            u["confidence"] = probs.amax(-1)
+    return {"probs": probs, "scores": scores(u)}
+
+
+def predictions(
+    group: str,
+    seed: int | None,
+    data_dir: Path,
+    cache_dir: Path,
+    model,
+    meta: dict | None,
+    device: torch.device,
+    splits: list[str],
+    masks: dict[str, list[int] | None] | None = None,
+) -> dict[str, dict]:
+    """Per split: ``probs [N, K]`` (float64) and the uncertainty ``scores`` (``[N]`` each).
+
+    Members and the ensemble come from the teacher cache; students are run. A split with a
+    class mask (ImageNet-A/-R/-O: 200 of 1000 classes) is scored on those classes only, and an
+    OOD split's in-distribution reference ``test@<split>`` under the same mask."""
+    manifest = C.validate(cache_dir, data_dir)
+    masks = masks or {}
+    raw, m_off = {}, 0.0
+    if model is not None:
+        m_off = methods.model_offset(group, meta["options"])
+        workers = int(meta["config"].get("workers", 0))
+    for split in splits:
+        if model is None:
+            c = C.load_split(cache_dir, split)
+            if "member_log_probs" not in c:
+                raise ValueError(f"teacher cache split {split!r} has no member log-probs")
+            lp = c["member_log_probs"].double()  # [N, M, K]
+            if group == "member":
+                lp = lp[:, [manifest["member_seeds"].index(seed)]]
+            raw[split] = lp
+        else:
+            images = D.load_split(data_dir, split)["images"]
+            raw[split] = predict_logits(model, images, device, workers=workers).double()
+    out = {s: _measure(raw[s], group, m_off, masks.get(s)) for s in splits}
+    for s in splits:
+        if s.startswith("ood_") and masks.get(s) is not None:
+            out[f"test@{s}"] = _measure(raw["test"], group, m_off, masks[s])
+    return out
+
+
+def evaluate_system(
+    group: str,
+    seed: int | None,
+    data_dir: Path,
+    teacher_dir: Path,
+    model,
+    meta: dict | None,
+    cfg: dict,
+    device: torch.device | None = None,
+) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
+    """Tidy metric rows (split, metric, measure, corruption, severity, value) and per-example
+    arrays of one system; members and the ensemble from the teacher cache, a student ``model``
+    run over the prepared splits. ``cfg``: the ``evaluation`` config slice (``ece_bins``)."""
+    device = device or torch.device("cpu")
+    ece_bins = int(cfg.get("ece_bins", Mx.ECE_BINS))
+    data_manifest = D.load_manifest(data_dir)
+    splits = [s for s in data_manifest["splits"] if s not in ("train", "val")]
+    masks = {s: data_manifest["splits"][s].get("class_mask") for s in splits}
+    preds = predictions(group, seed, data_dir, teacher_dir, model, meta, device, splits, masks)
+    rows: list[dict] = []
+
+    def add(split, metric, value, measure="", corruption="", severity=0):
+        rows.append(
+            {
+                "split": split,
+                "metric": metric,
+                "measure": measure,
+                "corruption": corruption,
+                "severity": severity,
+                "value": float(value),
+            }
+        )
+
+    arrays: dict[str, torch.Tensor] = {}
+    labels = {}
+    for s in splits:
+        y = D.load_split(data_dir, s)["labels"].numpy()
+        if masks[s] is not None:  # labels index the masked (renormalised) classes
+            y = np.searchsorted(np.asarray(masks[s]), y)
+        labels[s] = y
+    for split in splits:
+        probs = preds[split]["probs"].numpy()
+        pred = probs.argmax(1)
+        arrays[f"{split}.pred"] = torch.from_numpy(pred)
+        arrays[f"{split}.label"] = torch.from_numpy(labels[split])
+        for name, v in preds[split]["scores"].items():
+            arrays[f"{split}.{name}"] = v.float()
+    # in-distribution test set
+    p, y = preds["test"]["probs"].numpy(), labels["test"]
+    arrays["test.probs"] = torch.from_numpy(p).float()
+    add("test", "accuracy", Mx.accuracy(p, y))
+    add("test", "nll", Mx.nll(p, y))
+    add("test", "brier", Mx.brier(p, y))
+    add("test", "ece", Mx.ece(p, y, ece_bins))
+    errors = p.argmax(1) != y
+    for name in SCORES:
+        add("test", "prr", Mx.prr(preds["test"]["scores"][name].numpy(), errors), measure=name)
+    # labelled shift sets (e.g. ImageNet-A/-R): accuracy and calibration on them
+    for split in splits:
+        if split.startswith("shift_"):
+            p, y = preds[split]["probs"].numpy(), labels[split]
+            add(split, "accuracy", Mx.accuracy(p, y))
+            add(split, "nll", Mx.nll(p, y))
+            add(split, "ece", Mx.ece(p, y, ece_bins))
+    # OOD detection: ID test (under the OOD set's class mask, if any) vs each OOD or labelled
+    # shift set, OOD positive
+    for split in splits:
+        if split.startswith(("ood_", "shift_")):
+            ref = f"test@{split}" if f"test@{split}" in preds else "test"
+            for name in SCORES:
+                s_in = preds[ref]["scores"][name].numpy()
+                s_out = preds[split]["scores"][name].numpy()
+                add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
+                add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
+    # shifted sets: per corruption and severity, and per severity over all corruptions
+    if "shift" in splits:
+        sd = D.load_split(data_dir, "shift")
+        corr, sev = sd["corruption"].numpy(), sd["severity"].numpy()
+        p, y = preds["shift"]["probs"].numpy(), labels["shift"]
+        names = data_manifest["corruptions"]
+        for s in np.unique(sev):
+            for ci in [None, *np.unique(corr)]:
+                mask = (sev == s) & (True if ci is None else corr == ci)
+                cname = "all" if ci is None else names[int(ci)]
+                add(
+                    "shift",
+                    "accuracy",
+                    Mx.accuracy(p[mask], y[mask]),
+                    corruption=cname,
+                    severity=int(s),
+                )
+                add(
+                    "shift",
+                    "ece",
+                    Mx.ece(p[mask], y[mask], ece_bins),
+                    corruption=cname,
+                    severity=int(s),
+                )
+                add("shift", "nll", Mx.nll(p[mask], y[mask]), corruption=cname, severity=int(s))
+            # shift as OOD: clean test vs this severity (all corruptions), per measure
+            for name in SCORES:
+                s_in = preds["test"]["scores"][name].numpy()
+                s_out = preds["shift"]["scores"][name].numpy()[sev == s]
+                add(
+                    "shift",
+                    "ood_auroc",
+                    Mx.ood_auroc(s_in, s_out),
+                    measure=name,
+                    corruption="all",
+                    severity=int(s),
+                )
+    return rows, arrays, {}

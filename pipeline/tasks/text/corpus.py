@@ -1,0 +1,337 @@
+"""The token task's corpus (``rule prepare_data``): Jane Austen's six novels as sentences of word
+tokens, split by chapter, plus the OOD sets (the same test sentences with their tokens permuted,
+King James Bible verses, Reina-Valera 1909 Spanish Bible verses).
+
+Sources (public domain, shipped by Debian; fetched by ``scripts/install.sh`` with
+``apt-get download`` + ``dpkg-deb -x``, never ``apt-get install``):
+
+* ``r-cran-janeaustenr``: an R lazy-load database ``data/Rdata.rdb`` (+ ``.rdx`` index), read
+  with the PyPI package ``rdata``: one character vector of text lines per novel.
+* ``sword-text-kjv`` / ``sword-text-sparv``: SWORD modules ``engKJV2006eb`` / ``spaRV1909eb``,
+  read with the PyPI package ``pysword``.
+
+Tokenisation (deterministic, no learned pieces): lower case, Gutenberg italics markers ``_``
+dropped, tokens are words (unicode letters, inner apostrophes kept: ``don't``), numbers, a few
+abbreviations with their period (``mr.``), and single punctuation marks. A sentence ends after
+``.``, ``!`` or ``?`` (and the closing quotes that follow); paragraphs never share a sentence.
+
+Chapters are dealt round-robin: chapter ``c`` (counted over the novels in a fixed order) goes to
+``val`` when ``c % 10 == val_mod``, ``test`` when ``c % 10 == test_mod``, else ``train``.
+
+Stored ids rank words by their train-split frequency: ``0`` is UNK, ``1`` EOS (end of
+sentence), ``2..`` words, most frequent first; words never seen in train are UNK. A vocabulary
+of ``V`` classes is then simply ``id if id < V else UNK`` (:func:`load_sequences`), so every
+sweep point reads the same prepared files.
+
+Files (``out/``): ``{split}.safetensors`` with ``tokens`` (int32, flat) and ``offsets``
+(int64 ``[n + 1]``, sequence ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``, EOS included
+unless truncated at ``max_len``), ``vocab.json`` (words by rank) and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import struct
+import warnings
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import __version__
+from pipeline.io import atomic_save, atomic_write_text, read_manifest, sha256_file
+
+UNK, EOS = 0, 1
+SPECIALS = ("<unk>", "</s>")
+NOVELS = (
+    "sensesensibility",
+    "prideprejudice",
+    "mansfieldpark",
+    "emma",
+    "northangerabbey",
+    "persuasion",
+)
+AUSTEN_DB = "usr/lib/R/site-library/janeaustenr/data/Rdata"
+SWORD_DIR = "usr/share/sword"
+BIBLES = {"kjv": "engKJV2006eb", "spanish": "spaRV1909eb"}
+INSTALL_HINT = (
+    "run `bash scripts/install.sh` (it downloads the Debian packages r-cran-janeaustenr, "
+    "sword-text-kjv and sword-text-sparv and unpacks them into data/debian), or point "
+    "dataset.root at a directory holding them"
+)
+
+_ABBREV = r"(?:mrs|mr|dr|st|esq|messrs|no)\."
+_TOKEN = re.compile(rf"{_ABBREV}|[^\W\d_]+(?:'[^\W\d_]+)*|\d+|[^\w\s]", re.UNICODE)
+_CHAPTER = re.compile(r"^\s*chapter\s+([ivxlc]+|\d+)\b", re.IGNORECASE)
+_ENDS = {".", "!", "?"}
+_CLOSERS = {'"', "'", ")"}
+
+
+class CorpusError(FileNotFoundError):
+    """A corpus file is missing or unreadable."""
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word / number / punctuation tokens of ``text`` (see the module docstring)."""
+    return _TOKEN.findall(text.replace("_", " ").lower())
+
+
+def sentences(tokens: list[str]) -> list[list[str]]:
+    """Split a paragraph's tokens after ``. ! ?`` (keeping closing quotes with the sentence)."""
+    out, cur = [], []
+    i = 0
+    while i < len(tokens):
+        cur.append(tokens[i])
+        if tokens[i] in _ENDS:
+            while i + 1 < len(tokens) and (tokens[i + 1] in _CLOSERS or tokens[i + 1] in _ENDS):
+                i += 1
+                cur.append(tokens[i])
+            out.append(cur)
+            cur = []
+        i += 1
+    if cur:
+        out.append(cur)
+    return out
+
+
+# ----------------------------------------------------------------------------- sources
+def _rdb_objects(db: Path) -> dict[str, np.ndarray]:
+    """Every object of an R lazy-load database (``db.rdx`` index + ``db.rdb`` blobs)."""
+    import rdata
+
+    rdx, rdb = db.with_suffix(".rdx"), db.with_suffix(".rdb")
+    for f in (rdx, rdb):
+        if not f.is_file():
+            raise CorpusError(f"Jane Austen corpus file {f} not found: {INSTALL_HINT}")
+    with warnings.catch_warnings():  # rdata warns that the serialisation header is "RDS"
+        warnings.simplefilter("ignore", UserWarning)
+        index = rdata.conversion.convert(rdata.parser.parse_data(gzip.decompress(rdx.read_bytes())))
+        blob = rdb.read_bytes()
+        out = {}
+        for name, (offset, length) in index["variables"].items():
+            chunk = blob[int(offset) : int(offset) + int(length)]
+            (size,) = struct.unpack(">i", chunk[:4])  # uncompressed size, then a zlib stream
+            raw = zlib.decompress(chunk[4:])
+            if len(raw) != size:
+                raise CorpusError(f"{rdb}: object {name} is corrupt ({len(raw)} != {size} bytes)")
+            out[str(name)] = rdata.conversion.convert(rdata.parser.parse_data(raw))
+    return out
+
+
+def austen_chapters(root: str | Path) -> list[tuple[str, int, list[str]]]:
+    """``(novel, chapter number, lines)`` for every chapter of the six novels, in
+    :data:`NOVELS` order; the front matter before chapter 1 is dropped."""
+    books = _rdb_objects(Path(root) / AUSTEN_DB)
+    missing = [n for n in NOVELS if n not in books]
+    if missing:
+        raise CorpusError(f"{Path(root) / AUSTEN_DB}.rdb lacks the novels {missing}")
+    chapters = []
+    for novel in NOVELS:
+        current: list[str] | None = None
+        number = 0
+        for line in (str(x) for x in books[novel]):
+            if _CHAPTER.match(line):
+                number += 1
+                current = []
+                chapters.append((novel, number, current))
+            elif current is not None:
+                current.append(line)
+    return chapters
+
+
+def paragraphs(lines: list[str]) -> list[str]:
+    """Blank-line separated paragraphs, each joined into one string."""
+    out, cur = [], []
+    for line in lines:
+        if line.strip():
+            cur.append(line.strip())
+        elif cur:
+            out.append(" ".join(cur))
+            cur = []
+    if cur:
+        out.append(" ".join(cur))
+    return out
+
+
+def bible_verses(root: str | Path, which: str, size: int | None = None, seed: int = 0) -> list[str]:
+    """Verses of a SWORD Bible (``which`` in :data:`BIBLES`), in canonical order: all of them,
+    or ``size`` drawn uniformly without replacement (by ``seed``) from every verse reference.
+
+    Only the drawn verses are decompressed (pysword inflates a whole block per verse, ~1 ms),
+    so a sample of 1,000 costs about a second instead of the whole book's 30 s. Empty verses
+    (a few references have no text in a module) are skipped, so a sample may be slightly short.
+    """
+    from pysword.modules import SwordModules
+
+    if which not in BIBLES:
+        raise ValueError(f"unknown bible {which!r}; choose from {sorted(BIBLES)}")
+    path = Path(root) / SWORD_DIR
+    confs = {c.name.lower() for c in (path / "mods.d").glob("*.conf")}
+    if f"{BIBLES[which].lower()}.conf" not in confs:
+        raise CorpusError(f"SWORD module {BIBLES[which]} not found under {path}: {INSTALL_HINT}")
+    modules = SwordModules(str(path))
+    modules.parse_modules()
+    bible = modules.get_bible_from_module(BIBLES[which])
+    refs = [
+        (book.osis_name, chapter + 1, verse + 1)
+        for testament in ("ot", "nt")
+        for book in bible.get_structure().get_books().get(testament, [])
+        for chapter, n_verses in enumerate(book.chapter_lengths)
+        for verse in range(n_verses)
+    ]
+    if size is not None and size < len(refs):
+        keep = np.sort(np.random.default_rng(seed).choice(len(refs), size=size, replace=False))
+        refs = [refs[i] for i in keep]
+    verses = (bible.get(books=[b], chapters=[c], verses=[v], clean=True) for b, c, v in refs)
+    return [v.strip() for v in verses if v and v.strip()]
+
+
+# ----------------------------------------------------------------------------- preparation
+def _cut(words: list[str], max_len: int) -> tuple[list[str], bool]:
+    """The words a sequence keeps (``max_len`` tokens with EOS) and whether EOS ends it."""
+    return (words, True) if len(words) < max_len else (words[:max_len], False)
+
+
+def _encode_ids(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    flat = [i for r in rows for i in r]
+    return {
+        "tokens": torch.tensor(flat, dtype=torch.int32),
+        "offsets": torch.from_numpy(offsets),
+    }
+
+
+def _ids(seqs: list[list[str]], rank: dict[str, int], max_len: int) -> list[list[int]]:
+    rows = []
+    for s in seqs:
+        words, eos = _cut(s, max_len)
+        rows.append([rank.get(w, UNK) for w in words] + ([EOS] if eos else []))
+    return rows
+
+
+def _sample(seqs: list, size: int | None, rng: np.random.Generator) -> list:
+    if size is None or size >= len(seqs):
+        return seqs
+    keep = np.sort(rng.choice(len(seqs), size=size, replace=False))
+    return [seqs[i] for i in keep]
+
+
+def permute_within(rows: list[list[int]], rng: np.random.Generator) -> list[list[int]]:
+    """Each sequence's tokens in a random order, a final EOS left in place (the ``permuted``
+    OOD set: the same tokens as the test sequences, without their order)."""
+    out = []
+    for r in rows:
+        body, tail = (r[:-1], r[-1:]) if r and r[-1] == EOS else (r, [])
+        out.append([body[i] for i in rng.permutation(len(body))] + tail)
+    return out
+
+
+def prepare(cfg: dict, out: str | Path) -> dict:
+    """Tokenise, split and encode the corpus and OOD sets described by the ``dataset`` and
+    ``ood`` config slices (``cfg = {"dataset": ..., "ood": ...}``); returns the manifest."""
+    ds, ood = cfg["dataset"], cfg["ood"]
+    out = Path(out)
+    root = Path(ds["root"])
+    max_len, min_len = int(ds.get("max_len", 48)), int(ds.get("min_len", 3))
+    val_mod, test_mod = int(ds.get("val_mod", 8)), int(ds.get("test_mod", 9))
+    splits: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
+    for c, (_, _, lines) in enumerate(austen_chapters(root)):
+        split = "val" if c % 10 == val_mod else "test" if c % 10 == test_mod else "train"
+        for para in paragraphs(lines):
+            splits[split].extend(s for s in sentences(tokenize(para)) if len(s) >= min_len)
+    rng = np.random.default_rng(int(ds.get("split_seed", 0)))
+    for split in ("train", "val", "test"):
+        splits[split] = _sample(splits[split], ds.get(f"{split}_size"), rng)
+    counts = Counter(w for s in splits["train"] for w in _cut(s, max_len)[0])  # words kept
+    words = sorted(counts, key=lambda w: (-counts[w], w))  # ties broken alphabetically
+    rank = {w: i + len(SPECIALS) for i, w in enumerate(words)}
+    rows = {split: _ids(seqs, rank, max_len) for split, seqs in splits.items()}
+    size = ood.get("size")
+    orng = np.random.default_rng(int(ood.get("seed", 0)))
+    for name in ood.get("sets", []):
+        if name == "permuted":
+            rows["ood_permuted"] = permute_within(_sample(rows["test"], size, orng), orng)
+        elif name in BIBLES:
+            verses = bible_verses(root, name, size, int(orng.integers(2**31)))
+            rows[f"ood_{name}"] = _ids([tokenize(v) for v in verses], rank, max_len)
+        else:
+            raise ValueError(f"unknown text OOD set {name!r}; choose from permuted, {list(BIBLES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(list(SPECIALS) + words), out / "vocab.json")
+    total = sum(counts.values())
+    top = np.cumsum(sorted(counts.values(), reverse=True)) / max(total, 1)
+    manifest = {
+        "task": "text",
+        "code_version": __version__,
+        "config": cfg,
+        "max_len": max_len,
+        "num_words": len(words),
+        "train_word_tokens": total,
+        "coverage": {
+            str(v): float(top[min(v - len(SPECIALS), len(top)) - 1])
+            for v in (100, 1000, 5000, 10000)
+        },
+        "splits": {},
+    }
+    for split, ids in rows.items():
+        enc = _encode_ids(ids)
+        path = out / f"{split}.safetensors"
+        atomic_save(enc, path)
+        n_tok = int(enc["tokens"].numel())
+        manifest["splits"][split] = {
+            "n": len(ids),
+            "tokens": n_tok,
+            "unk_rate": float((enc["tokens"] == UNK).double().mean()) if n_tok else 0.0,
+            "sha256": sha256_file(path),
+        }
+    atomic_write_text(json.dumps(manifest, indent=2), out / "manifest.json")
+    return manifest
+
+
+# ----------------------------------------------------------------------------- loading
+def load_manifest(data_dir: str | Path) -> dict:
+    manifest = read_manifest(data_dir)
+    if manifest.get("task") != "text":
+        raise ValueError(
+            f"{Path(data_dir) / 'manifest.json'} is not a prepared text corpus "
+            f"(task={manifest.get('task')!r})"
+        )
+    return manifest
+
+
+def load_sequences(data_dir: str | Path, split: str, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Padded next-token batches of one split at ``vocab_size`` classes.
+
+    Returns:
+        ``inputs [N, L]`` int64: BOS (``= vocab_size``) then the sequence shifted right, padded
+        with ``-1``; ``targets [N, L]`` int64: the sequence (ids ``>= vocab_size`` -> UNK),
+        padded with ``-1``; ``lengths [N]``. ``L`` is the longest sequence of the split.
+    """
+    from safetensors.torch import load_file
+
+    if vocab_size < 3:
+        raise ValueError(f"vocab_size must be >= 3 (UNK, EOS and a word), got {vocab_size}")
+    path = Path(data_dir) / f"{split}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (prepared splits: {data_dir})")
+    t = load_file(path)
+    tokens, offsets = t["tokens"].long(), t["offsets"]
+    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != tokens.numel():
+        raise ValueError(f"{path}: offsets do not index the token array")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths < 1).any()):
+        raise ValueError(f"{path}: empty sequence")
+    n, width = len(lengths), int(lengths.max())
+    tokens = torch.where(tokens < vocab_size, tokens, torch.full_like(tokens, UNK))
+    pos = torch.arange(width)
+    valid = pos[None, :] < lengths[:, None]
+    targets = torch.full((n, width), -1, dtype=torch.int64)
+    targets[valid] = tokens
+    inputs = torch.full((n, width), -1, dtype=torch.int64)
+    inputs[:, 0] = vocab_size
+    inputs[:, 1:] = torch.where(valid[:, 1:], targets[:, :-1], torch.full_like(targets[:, 1:], -1))
+    return {"inputs": inputs, "targets": targets, "lengths": lengths}

@@ -1,0 +1,142 @@
+"""The token task's teacher: the per-token cache of the evaluation splits (``rule
+cache_teacher``) and, for students, the members run online on every batch.
+
+Why online: caching the ensemble for the train split would need, per token, a V-wide pi_bar and
+l_bar (EnD2 needs l_bar for every class, the tail included): at V = 5,000 and 650k train tokens
+that is 13 GB even in float16, and a top-k summary would change exactly the tail terms whose
+gradients the experiment is about. Instead each student batch runs the M frozen members (eval
+mode, no grad) on the same input and builds the statistics from their logits
+(:func:`pipeline.maths.stats.online_teacher_stats`): the losses see the exact ensemble, and the
+cost is M forward passes per step (``benchmarks/bench_text.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline import __version__, methods
+from pipeline.io import atomic_save, atomic_write_text, sha256_file
+from pipeline.maths.stats import TeacherStats, online_teacher_stats
+from pipeline.tasks.text import corpus as TD
+from pipeline.tasks.text.model import load_lm, load_members, member_logits, token_eval, trim
+from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
+
+
+def eval_splits(manifest: dict) -> list[str]:
+    """The splits that are scored: ``test`` and every ``ood_*``."""
+    return ["test"] + [s for s in manifest["splits"] if s.startswith("ood_")]
+
+
+def batches(seqs: dict, batch: int):
+    """``(x [b, L], y [T])`` per batch of ``batch`` sequences: trimmed inputs, non-padding
+    targets in the order the model emits its logits."""
+    n = seqs["inputs"].shape[0]
+    for i in range(0, n, batch):
+        x = trim(seqs["inputs"][i : i + batch])
+        y = seqs["targets"][i : i + batch, : x.shape[1]]
+        yield x, y[y >= 0]
+
+
+@torch.no_grad()
+def build_teacher(
+    data_dir: Path, vocab: int, member_paths: list[Path], out: Path, batch: int = 32
+) -> dict:
+    """Per-token outputs of every member and of the ensemble on the evaluation splits:
+    ``out/{split}.safetensors`` with ``target``, ``seq`` (sequence index) and
+    ``{system}.{logp_y, pred, <score>}``; ``out/manifest.json``."""
+    manifest = TD.load_manifest(data_dir)
+    loaded = [load_lm(p) for p in member_paths]
+    members = [m for m, _ in loaded]
+    for p, m in zip(member_paths, members, strict=True):
+        if m.vocab_size != vocab:
+            raise ValueError(f"member {p} has V={m.vocab_size}, expected {vocab}")
+    names = [f"member-{meta['seed']}" for _, meta in loaded]  # systems are named by seed
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = {}
+    for split in eval_splits(manifest):
+        seqs = TD.load_sequences(data_dir, split, vocab)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for x, y in batches(seqs, batch):
+            z = [m(x) for m in members]
+            rows = {"ensemble": ensemble_tokens(z, y)}
+            for name, zj in zip(names, z, strict=True):
+                rows[name] = categorical_tokens(zj, y)
+            for system, d in rows.items():
+                for key, v in d.items():
+                    parts.setdefault(f"{system}.{key}", []).append(v)
+            parts.setdefault("target", []).append(y.to(torch.int32))
+        tensors = {k: torch.cat(v) for k, v in parts.items()}
+        lengths = (seqs["targets"] >= 0).sum(1)
+        tensors["seq"] = torch.repeat_interleave(torch.arange(len(lengths)), lengths).int()
+        atomic_save(tensors, out / f"{split}.safetensors")
+        tokens[split] = int(tensors["target"].numel())
+    info = {
+        "code_version": __version__,
+        "vocab": vocab,
+        "members": [str(p) for p in member_paths],
+        "member_sha256": [sha256_file(p) for p in member_paths],
+        "splits": eval_splits(manifest),
+        "tokens": tokens,
+    }
+    atomic_write_text(json.dumps(info, indent=2), out / "manifest.json")
+    return info
+
+
+def check_manifest(teacher_dir: Path, vocab: int, member_files: list[Path]) -> dict:
+    """The teacher manifest of ``teacher_dir``, checked against ``vocab`` and the members."""
+    info = json.loads((Path(teacher_dir) / "manifest.json").read_text())
+    if int(info["vocab"]) != vocab:
+        raise ValueError(f"teacher cache {teacher_dir} is for V={info['vocab']}, not {vocab}")
+    if member_files is not None and [sha256_file(p) for p in member_files] != info["member_sha256"]:
+        raise ValueError(
+            f"teacher cache {teacher_dir} was built from other members than "
+            f"{[str(p) for p in member_files]}: rebuild it (rule cache_teacher)"
+        )
+    return info
+
+
+class OnlineTeacher:
+    """What a token-task student learns from (``student_teacher``): the frozen members, run on
+    every batch, their statistics built by :func:`online_teacher_stats` (so EnD2's temperature
+    schedule and smoothing re-temper the exact member outputs).
+
+    Args:
+        teacher_dir: the run's teacher cache, whose manifest must name the same members.
+        member_files: the members' weights; ``inputs``: padded train inputs ``[N, L]``;
+        val: padded validation sequences; method, options: the student's method and options.
+    """
+
+    def __init__(self, teacher_dir, member_files, vocab, inputs, val, method, options, device):
+        check_manifest(teacher_dir, vocab, member_files)
+        self.members = load_members(member_files, vocab, device)
+        self.member_sha256 = [sha256_file(p) for p in member_files]
+        self.inputs, self.val, self.device = inputs, val, device
+        self.method, self.options = method, options
+        self.need_floored = methods.get(method).needs_floored
+
+    def stats(self, idx: torch.Tensor, epoch: int) -> TeacherStats:
+        """The teacher statistics of the target tokens of train sequences ``idx``."""
+        x = trim(self.inputs[idx]).to(self.device)
+        temperature, smoothing = methods.member_transform(self.method, self.options, epoch)
+        return online_teacher_stats(
+            member_logits(self.members, x),
+            temperature=temperature,
+            smoothing=smoothing,
+            need_floored=self.need_floored,
+        )
+
+    def validate(self, model, epoch: int) -> dict[str, float]:
+        """Token accuracy, NLL and top-1 agreement with the ensemble on the val sequences."""
+        row = token_eval(model, self.val, self.device)
+        agree, count = 0, 0
+        with torch.no_grad():
+            for i in range(0, self.val["inputs"].shape[0], 256):
+                x = trim(self.val["inputs"][i : i + 256]).to(self.device)
+                ens = sum(torch.softmax(z, -1) for z in member_logits(self.members, x)).argmax(-1)
+                agree += int((model(x).argmax(-1) == ens).sum())
+                count += len(ens)
+        row["val_agreement"] = agree / count
+        return row

@@ -1,0 +1,20 @@
+"""Synthetic ensembles and students shared by the maths tests."""
+
+import torch
+
+F64 = torch.float64
+
+
+def ensemble(b, m, k, scale=2.0, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    base = scale * torch.randn(b, 1, k, generator=g, dtype=F64)
+    members = base + 0.8 * torch.randn(b, m, k, generator=g, dtype=F64)
+    return torch.log_softmax(members, -1).to(dtype)
+
+
+def student(b, k, seed=1, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(b, k, generator=g, dtype=F64)
+
+
+# ------------------------------------------------------------------ student and teacher

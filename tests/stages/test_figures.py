@@ -1,0 +1,61 @@
+"""Stage figures: every figure of each task, drawn from the files it is given and no others."""
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from pipeline.stages import figures as F
+from pipeline.stages.aggregate import aggregate
+from pipeline.stages.gradient_analysis import rank_profile, run
+from pipeline.tasks import spec
+from tests.tasks.text.test_summary import fake_tidy
+
+
+@pytest.fixture(scope="module")
+def gradient(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grad")
+    run(ks=(10, 100), batch=2).to_csv(d / "head_share.csv", index=False)
+    rank_profile(100).to_csv(d / "rank_profile.csv", index=False)
+    return d
+
+
+def _args(**kw):
+    base = dict(per_example=[], tidy=None, histories=[], shares=None, profile=None, sweep=None)
+    base.update(ece_bins=10, ood_set="permuted", measure="knowledge")
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_image_figures_from_explicit_files(evaluated, gradient, tmp_path):
+    d, _ = evaluated
+    files = sorted(d.glob("*/per_example.safetensors"))
+    tables = tmp_path / "tables"
+    aggregate("image", sorted(d.glob("*/metrics.csv")), tables)
+    hist = [d / "student" / "history.csv"]
+    args = _args(
+        per_example=files,
+        tidy=tables / "metrics_tidy.csv",
+        histories=hist,
+        shares=gradient / "head_share.csv",
+        profile=gradient / "rank_profile.csv",
+    )
+    paths = F.draw("image", tmp_path / "fig", args)
+    assert sorted(p.stem for p in paths if p.suffix == ".png") == sorted(spec("image").figures)
+    assert all(p.stat().st_size > 1000 for p in paths)
+    reps = F._representatives(files[:2])  # only what it is given is drawn
+    assert set(reps) == {F.parse_system(f.parent.name)[0] for f in files[:2]}
+
+
+def test_class_sweep_figure(tmp_path, gradient):
+    aggregate("text", fake_tidy(tmp_path), tmp_path / "tables")
+    args = _args(sweep=tmp_path / "tables" / "sweep.csv", shares=gradient / "head_share.csv")
+    paths = F.draw("text", tmp_path / "fig", args)
+    assert [p.name for p in paths] == ["class_sweep.png", "class_sweep.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(ValueError, match="the OOD set 'kjv' is not in the sweep"):
+        F.draw("text", tmp_path / "fig2", _args(sweep=args.sweep, ood_set="kjv"))
+
+
+def test_head_share_labels_are_the_registry_names(gradient):
+    shares = pd.read_csv(gradient / "head_share.csv")
+    assert set(shares["method"]) == {"end", "end2", "pd_end2"}

@@ -1,0 +1,35 @@
+"""Publishing into the docs: the README block is replaced by what the run's tables hold."""
+
+import pytest
+
+from pipeline.stages import publish
+from pipeline.tasks import spec
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_publish_fills_the_readme_block_from_the_tables(tmp_path, kind):
+    tables, figures, marker, doc = spec(kind).published
+    results = tmp_path / "results" / "run"
+    (results / "tables").mkdir(parents=True)
+    (results / "figures").mkdir()
+    for name in tables:
+        (results / "tables" / f"{name}.md").write_text(f"| {name} |\n|---|\n| 0.123 |")
+    for name in figures:
+        (results / "figures" / f"{name}.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n<!-- {marker}:start -->\nold numbers\n<!-- {marker}:end -->\nmore\n")
+    publish.publish(results, tmp_path / "docs", readme, kind)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("intro") and text.endswith("more\n")
+    first, *others = tables  # the README holds the first table and a link to every table
+    assert f"| {first} |" in text and f"docs/{doc}" in text
+    assert not any(f"| {name} |" in text for name in others)
+    page = (tmp_path / "docs" / doc).read_text()
+    assert all(f"| {name} |" in page for name in tables)
+    for name in figures:
+        assert f"docs/figures/{name}.png" in text
+        assert (tmp_path / "docs" / "figures" / f"{name}.png").read_bytes() == b"png"
+    assert "0.123" in (tmp_path / "docs" / doc).read_text()
+    readme.write_text("no block here")
+    with pytest.raises(ValueError, match=marker):
+        publish.publish(results, tmp_path / "docs", readme, kind)

@@ -1,0 +1,59 @@
+"""The token task's sweep tables (through the aggregate stage) and the speed table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.stages.aggregate import aggregate
+
+
+def fake_tidy(tmp_path):
+    rows = []
+    for v in (100, 1000):
+        for group, seeds in (("member", [0, 1]), ("ensemble", [-1]), ("end2", [0, 1]),
+                             ("pd_end2", [0, 1])):  # fmt: skip
+            for s in seeds:
+                base = {"system": f"{group}-{s}", "group": group, "seed": s, "vocab": v}
+                nll = 3.0 + (v / 1000) * (group == "end2") + 0.1 * s
+                rows += [
+                    {**base, "split": "test", "metric": "nll", "measure": "", "value": nll},
+                    {**base, "split": "test", "metric": "agreement", "measure": "", "value": 0.9},
+                    {**base, "split": "ood_permuted", "metric": "ood_auroc",
+                     "measure": "knowledge", "value": 0.7},
+                ]  # fmt: skip
+    files = []
+    for i, (_, g) in enumerate(pd.DataFrame(rows).groupby(["vocab", "system"])):
+        files.append(tmp_path / f"m{i}.csv")
+        g.to_csv(files[-1], index=False)
+    return files
+
+
+def fake_histories(tmp_path):
+    """Histories of one member (cross-entropy) and one EnD2 student at V = 100."""
+    hist = []
+    for sub, tok, sec in (("members/seed0", 1000, 1.0), ("students/end2/seed0", 1000, 4.0)):
+        p = tmp_path / "V100" / sub
+        p.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"train_samples": [tok, tok], "train_seconds": [sec, sec]}).to_csv(
+            p / "history.csv", index=False
+        )
+        hist.append(p / "history.csv")
+    return hist
+
+
+def test_sweep_tables_and_speed(tmp_path):
+    tables = aggregate("text", fake_tidy(tmp_path), tmp_path / "tables", fake_histories(tmp_path))
+    sweep = pd.read_csv(tmp_path / "tables" / "sweep.csv", keep_default_na=False)
+    row = sweep[(sweep["vocab"] == 1000) & (sweep["group"] == "end2") & (sweep["metric"] == "nll")]
+    assert row["mean"].item() == pytest.approx(4.05) and row["count"].item() == 2
+    assert row["std"].item() == pytest.approx(np.std([4.0, 4.1], ddof=1))
+    main = tables["main"].frame
+    assert list(main["system"][:4]) == ["Single model", "Ensemble", "EnD²", "PD-EnD²"]
+    assert list(main["V"]) == [100] * 4 + [1000] * 4
+    assert main.loc[2, "NLL"] == "3.150 ± 0.071"  # EnD2 at V = 100: 3.1 + 0.1 s over s = 0, 1
+    speed = tables["speed"].frame.set_index("method")
+    assert speed.loc["cross_entropy", "tokens_per_s"] == 1000
+    assert speed.loc["end2", "slowdown_vs_ce"] == pytest.approx(4.0)
+    for name in ("main", "prr", "ood", "ood_main", "speed"):
+        assert (tmp_path / "tables" / f"{name}.md").read_text().startswith("|")
+    assert not (tmp_path / "tables" / "main.tex").exists()  # the text task writes csv + md

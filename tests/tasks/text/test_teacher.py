@@ -1,0 +1,79 @@
+"""The token task's teacher: the online statistics a student learns from, and the per-token cache
+of the evaluation splits that names its members."""
+
+import pytest
+import torch
+
+from pipeline.io import sha256_file
+from pipeline.maths import losses as Lm
+from pipeline.maths import stats as Sm
+from pipeline.stages.train import train_member
+from pipeline.tasks.text import corpus as TD
+from pipeline.tasks.text import teacher as TT
+from tests.conftest import TEXT_CFG, fake_corpus
+
+CFG = {**TEXT_CFG, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A fake corpus, two members at V = 20 and their teacher cache."""
+    d = tmp_path_factory.mktemp("text")
+    data = fake_corpus(d / "data")
+    members = []
+    for seed in (0, 1):
+        p = d / f"m{seed}.safetensors"
+        train_member("text", data, CFG, seed, p, d / f"m{seed}.pt", 20, log=lambda s: None)
+        members.append(p)
+    TT.build_teacher(data, 20, members, d / "teacher")
+    return d, data, members
+
+
+def _online(run, method, options):
+    d, data, members = run
+    seqs = TD.load_sequences(data, "train", 20)
+    val = TD.load_sequences(data, "val", 20)
+    teacher = TT.OnlineTeacher(
+        d / "teacher", members, 20, seqs["inputs"], val, method, options, torch.device("cpu")
+    )
+    return teacher, seqs
+
+
+@pytest.mark.parametrize("method", ["end", "end2", "pd_end2", "pd_fkl"])
+def test_online_statistics_are_the_members_statistics(run, method):
+    options = {"model_offset": 0.0} if method == "end2" else {}
+    teacher, seqs = _online(run, method, options)
+    idx = torch.arange(7)
+    got = teacher.stats(idx, epoch=0)
+    x = TT.trim(seqs["inputs"][idx])
+    with torch.no_grad():
+        z = torch.stack([m(x) for m in teacher.members], 1).double()  # [T, M, V]
+    ref = Sm.teacher_stats(z)
+    torch.testing.assert_close(got.mean_probs, ref.mean_probs, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.rmi, ref.rmi, rtol=1e-4, atol=1e-6)
+    assert (got.floored_mean_log_probs is not None) == (method == "end2")
+
+
+def test_end2_temperature_schedule_retempers_members(run):
+    opts = {"model_offset": 0.0, "temperature": {"initial": 3.0, "hold_epochs": 1}}
+    teacher, seqs = _online(run, "end2", opts)
+    idx = torch.arange(5)
+    x = TT.trim(seqs["inputs"][idx])
+    with torch.no_grad():
+        z = torch.stack([m(x) for m in teacher.members], 1).double()
+    s = torch.randn(z.shape[0], 20, dtype=torch.float64)
+    hot = Lm.end2_loss(s, teacher.stats(idx, epoch=0), 0.0)
+    torch.testing.assert_close(hot, Lm.end2_loss(s, z, 0.0, temperature=3.0), rtol=1e-5, atol=1e-6)
+    cold = Lm.end2_loss(s, teacher.stats(idx, epoch=5), 0.0)
+    torch.testing.assert_close(cold, Lm.end2_loss(s, z, 0.0), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_names_its_members_and_refuses_others(run):
+    d, data, members = run
+    info = TT.check_manifest(d / "teacher", 20, members)
+    assert info["member_sha256"] == [sha256_file(p) for p in members]
+    assert info["splits"] == ["test"] and info["tokens"]["test"] > 0
+    with pytest.raises(ValueError, match="other members"):
+        TT.check_manifest(d / "teacher", 20, members[:1])
+    with pytest.raises(ValueError, match="is for V=20, not 30"):
+        TT.check_manifest(d / "teacher", 30, members)

@@ -1,0 +1,72 @@
+"""pipeline.engine: optimisers, schedules, devices."""
+
+import pytest
+import torch
+
+from pipeline import engine as T
+
+
+def test_optimizers_are_built_as_configured():
+    m = torch.nn.Linear(2, 2)
+    adamw = T.make_optimizer(m, {"lr": 0.1, "weight_decay": 0.01})
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.01
+    adam = T.make_optimizer(m, {"optimizer": "adam", "lr": 0.1, "betas": [0.8, 0.9]})
+    assert type(adam) is torch.optim.Adam and adam.defaults["betas"] == (0.8, 0.9)
+    sgd = T.make_optimizer(m, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True})
+    assert type(sgd) is torch.optim.SGD
+    assert sgd.defaults["momentum"] == 0.5 and sgd.defaults["nesterov"] is True
+    assert sgd.defaults["lr"] == 0.1
+    with pytest.raises(ValueError, match="optimizer"):
+        T.make_optimizer(m, {"optimizer": "lion", "lr": 0.1})
+
+
+def test_schedules():
+    m = torch.nn.Linear(2, 2)
+
+    def lrs(cfg, steps=10):
+        opt = T.make_optimizer(m, {"optimizer": "sgd", "lr": 1.0})
+        sched = T.make_scheduler(opt, cfg, steps)
+        out = []
+        for _ in range(cfg["epochs"] * steps):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    multi = lrs({"epochs": 4, "schedule": "multistep", "milestones": [2]})
+    assert multi[0] == 1.0 and multi[19] == 1.0 and multi[20] == pytest.approx(0.1)
+    cosine = lrs({"epochs": 2, "schedule": "cosine"})
+    assert cosine[0] == 1.0 and cosine[10] == pytest.approx(0.5) and cosine[-1] < 0.03
+    warm = lrs({"epochs": 2, "schedule": "constant", "warmup_epochs": 1})
+    assert warm[:3] == pytest.approx([0.1, 0.2, 0.3]) and warm[10:] == [1.0] * 10
+    with pytest.raises(ValueError, match="schedule"):
+        lrs({"epochs": 1, "schedule": "linear"})
+
+
+def test_device_and_mixed_precision_choices():
+    assert T.select_device("cpu").type == "cpu"
+    assert T.amp_enabled(torch.device("cuda"), {}) is True  # CUDA path decided without a GPU
+    assert T.amp_enabled(torch.device("cuda"), {"amp": False}) is False
+    assert T.amp_enabled(torch.device("cpu"), {"amp": True}) is False
+    if not torch.cuda.is_available():
+        assert T.select_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            T.select_device("cuda")
+
+
+def test_fit_checks_the_batcher_and_counts_parameters(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    assert T.count_parameters(model) == 3 * 2 + 2
+    x = torch.randn(10, 3)
+    feed = T.Feed(10, lambda batches, g, seed: ((i, x[i]) for i in batches), lambda n, b, g: [])
+    with pytest.raises(ValueError, match="batcher gave 0 batches, expected 3"):
+        T.fit(
+            model,
+            feed,
+            lambda z, i, e: z.sum(),
+            {"epochs": 1, "batch_size": 4, "lr": 0.1},
+            seed=0,
+            ckpt_path=tmp_path / "c.pt",
+            fp="x",
+            log=lambda s: None,
+        )

@@ -1,0 +1,111 @@
+"""End to end: the token task's smoke config (config/text_smoke.yaml) through Snakemake: every
+V and system evaluated, the sweep tables and figure, reruns, validation. About a minute."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.workflow.test_image_workflow import job_counts, snakemake, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (REPO / "data" / "debian" / ".complete").is_file(),
+        reason="run scripts/install.sh to fetch the corpora",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def text_smoke(tmp_path_factory):
+    d = tmp_path_factory.mktemp("text_smoke")
+    cfg = yaml.safe_load((REPO / "config" / "text_smoke.yaml").read_text())
+    cfg["results"] = str(d / "results")
+    cfg["dataset"]["root"] = str(REPO / cfg["dataset"]["root"])
+    cfgfile = write_config(cfg, d / "config.yaml")
+    r = snakemake("--cores", 2, "--configfile", cfgfile)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return cfg, cfgfile, Path(cfg["results"])
+
+
+def test_sweep_holds_every_vocab_and_system(text_smoke):
+    cfg, _, results = text_smoke
+    tidy = pd.read_csv(results / "tables" / "metrics_tidy.csv", keep_default_na=False)
+    groups = {"member", "ensemble", *cfg["students"]["methods"]}
+    for v in cfg["vocab_sizes"]:
+        assert set(tidy[tidy["vocab"] == v]["group"]) == groups
+    vals = pd.to_numeric(tidy["value"])
+    assert np.isfinite(vals[tidy["metric"] != "prr"]).all()
+    bounded = tidy["metric"].isin(["accuracy", "agreement", "ood_auroc", "ood_aupr"])
+    assert vals[bounded].between(0, 1).all()
+    test = tidy[tidy["split"] == "test"].assign(value=vals)
+    for v in cfg["vocab_sizes"]:
+        nll = test[(test["vocab"] == v) & (test["metric"] == "nll")].set_index("system")["value"]
+        members = [nll[f"member-{s}"] for s in cfg["ensemble"]["seeds"]]
+        assert nll["ensemble"] <= np.mean(members) + 1e-9  # -ln mean p <= mean -ln p (Jensen)
+        # a member's agreement is its per-token top-1 against the ensemble's, as cached
+        cache = load_file(results / f"V{v}" / "teacher" / "test.safetensors")
+        s = cfg["ensemble"]["seeds"][0]
+        want = (cache[f"member-{s}.pred"] == cache["ensemble.pred"]).double().mean().item()
+        agree = test[(test["vocab"] == v) & (test["metric"] == "agreement")]
+        assert agree[agree["system"] == f"member-{s}"]["value"].item() == pytest.approx(want)
+    ood = tidy[tidy["metric"] == "ood_auroc"]
+    assert set(ood["split"]) == {f"ood_{s}" for s in cfg["ood"]["sets"]}
+    assert "seq_nll" in set(ood["measure"])
+    speed = pd.read_csv(results / "tables" / "speed.csv")
+    assert set(speed["method"]) == {"cross_entropy", *cfg["students"]["methods"]}
+    assert (speed["tokens_per_s"] > 0).all()
+    assert (results / "figures" / "class_sweep.png").stat().st_size > 10_000
+    sweep = pd.read_csv(results / "tables" / "sweep.csv")
+    n = sweep[(sweep["group"] == "pd_end2") & (sweep["metric"] == "nll")]["count"]
+    assert (n == len(cfg["students"]["seeds"])).all()
+
+
+def test_second_run_does_nothing(text_smoke):
+    _, cfgfile, _ = text_smoke
+    r = snakemake("-n", "--configfile", cfgfile)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
+
+
+def test_pd_change_reruns_only_pd_students(text_smoke, tmp_path):
+    cfg, _, _ = text_smoke
+    methods = {**cfg["students"]["methods"], "pd_end2": {"target_offset": 2.0}}
+    changed = {**cfg, "students": {**cfg["students"], "methods": methods}}
+    r = snakemake("-n", "--configfile", write_config(changed, tmp_path / "c.yaml"))
+    counts = job_counts(r.stdout + r.stderr)
+    n = len(cfg["students"]["seeds"]) * len(cfg["vocab_sizes"])
+    assert counts.get("distill") == n and counts.get("evaluate") == n, counts
+    assert {"train_member", "cache_teacher", "prepare_data"}.isdisjoint(counts)
+
+
+def test_adding_a_vocab_size_trains_only_that_point(text_smoke, tmp_path):
+    cfg, _, _ = text_smoke
+    changed = {**cfg, "vocab_sizes": [*cfg["vocab_sizes"], 200]}
+    r = snakemake("-n", "--configfile", write_config(changed, tmp_path / "c.yaml"))
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts.get("train_member") == len(cfg["ensemble"]["seeds"]), counts
+    assert "prepare_data" not in counts and counts.get("cache_teacher") == 1
+
+
+def test_bad_text_config_stops_before_any_job(text_smoke, tmp_path):
+    cfg, _, _ = text_smoke
+    for bad, word in (
+        ({**cfg, "vocab_sizes": [2]}, "vocab_sizes"),
+        ({**cfg, "ood": {**cfg["ood"], "sets": ["latin"]}}, "latin"),
+        ({**cfg, "students": {**cfg["students"], "model": {"name": "gru"}}}, "gru"),
+        ({**cfg, "figure": {"ood_set": "kjv"}, "ood": {**cfg["ood"], "sets": ["permuted"]}}, "kjv"),
+    ):
+        r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and word in r.stdout + r.stderr, (word, r.stderr[-1500:])
+
+
+def test_missing_corpus_is_named(text_smoke, tmp_path):
+    cfg, _, _ = text_smoke
+    bad = {**cfg, "results": str(tmp_path / "r"), "dataset": {**cfg["dataset"], "root": "nowhere"}}
+    r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad.yaml"))
+    assert r.returncode != 0 and "nowhere/usr/lib/R/site-library/janeaustenr" in r.stdout + r.stderr

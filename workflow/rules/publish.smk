@@ -1,0 +1,21 @@
+_PUBLISHED_FIGURES, _DOC = SPEC.published[1], SPEC.published[3]
+
+
+rule publish:
+    """Copy the tables and chosen figures into docs/ and the README's results block
+    (`snakemake --cores 1 publish`, with the run's --configfile)."""
+    input:
+        code("publish"),
+        tables=rules.aggregate.output,
+        figures=rules.figures.output,
+    output:
+        results=f"docs/{_DOC}",
+        figures=[f"docs/figures/{name}.png" for name in _PUBLISHED_FIGURES],
+    params:
+        task=TASK,
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.tables[0])),
+    log:
+        f"{R}/logs/publish.log",
+    shell:
+        "python -m pipeline.stages.publish --task {params.task} --results {params.results:q}"
+        " --docs docs --readme README.md > {log:q} 2>&1"
