@@ -3,7 +3,7 @@ found by reading the code (``ast``), not by importing it.
 
 The workflow lists these files as each rule's inputs, so editing any module a stage really
 imports (directly, through another module, or inside a function) reruns exactly the jobs of that
-stage. A stage reaches its task through ``impl = tasks.load(task)`` and calls ``impl.<function>``:
+stage. A stage calls its task as ``impl.<function>`` (``impl = tasks.load(task)``):
 :func:`stage_closure` reads which interface functions the stage calls and follows only the imports
 of those functions in the task's ``__init__.py`` (which imports its implementation modules inside
 the functions), so an edit of the task's evaluation code reruns its evaluations, not its
@@ -89,48 +89,28 @@ def import_closure(
 
 
 def task_calls(path: Path) -> set[str]:
-    """The attributes a module reads from the task it loads: ``impl.<name>`` for every ``impl``
-    bound to ``tasks.load(...)`` (also in a tuple assignment)."""
+    """The task interface functions a stage module calls: every ``impl.<name>`` (the stages'
+    convention: the loaded task is always called ``impl``)."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))
-
-    def is_load(v: ast.AST) -> bool:
-        return (
-            isinstance(v, ast.Call)
-            and isinstance(v.func, ast.Attribute)
-            and v.func.attr == "load"
-            and isinstance(v.func.value, ast.Name)
-            and v.func.value.id == "tasks"
-        )
-
-    bound: set[str] = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign):
-            continue
-        for target in node.targets:
-            if isinstance(target, ast.Name) and is_load(node.value):
-                bound.add(target.id)
-            elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                for t, v in zip(target.elts, node.value.elts, strict=False):
-                    if isinstance(t, ast.Name) and is_load(v):
-                        bound.add(t.id)
     return {
         node.attr
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute)
         and isinstance(node.value, ast.Name)
-        and node.value.id in bound
+        and node.value.id == "impl"
     }
 
 
 def stage_closure(stage: str, task: str, root: Path) -> list[Path]:
-    """The files stage ``pipeline.stages.<stage>`` runs for ``task``: its own import closure and,
-    when it loads the task, what the task functions it calls import."""
+    """The files stage ``pipeline.stages.<stage>`` runs for ``task``: its own import closure and
+    what the task functions called by it (or by the stage modules it imports) import."""
     module = f"{PACKAGE}.stages.{stage}"
-    path = module_file(module, root)
-    if path is None:
+    if module_file(module, root) is None:
         raise ValueError(f"no stage module {module} under {root}")
-    calls = task_calls(path)
+    own = import_closure([module], root)
+    stages_dir = Path(root, PACKAGE, "stages")
+    calls = set().union(*(task_calls(p) for p in own if p.parent == stages_dir))
     if not calls:
-        return import_closure([module], root)
+        return own
     task_module = f"{PACKAGE}.tasks.{task}"
     return import_closure([module, task_module], root, partial={task_module: calls})

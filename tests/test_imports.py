@@ -66,7 +66,11 @@ def test_stage_closures_of_the_real_package():
     assert not any(p.startswith("tasks/text") for p in train)
     evaluate = {p.relative_to(PKG).as_posix() for p in stage_closure("evaluate", "text", REPO)}
     assert {"tasks/text/evaluation.py", "tasks/text/tokens.py", "maths/metrics.py"} <= evaluate
-    assert task_calls(PKG / "stages" / "distill.py") >= {"training_set", "student_teacher"}
+    assert task_calls(PKG / "stages" / "distill.py") == {"student_teacher"}
+    distill = {p.relative_to(PKG).as_posix() for p in stage_closure("distill", "image", REPO)}
+    # through stages.train.start / seeded_model: the training set and the model as well
+    assert {"tasks/image/cache.py", "tasks/image/data.py", "tasks/image/models.py"} <= distill
+    assert "tasks/image/evaluation.py" not in distill
     with pytest.raises(ValueError, match="no stage module"):
         stage_closure("nope", "image", REPO)
 

@@ -19,16 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from pipeline import methods, tasks
-from pipeline.engine import (
-    SampleCounter,
-    count_parameters,
-    fit_and_save,
-    select_device,
-    training_cli,
-)
+from pipeline import methods
+from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
+from pipeline.stages.train import seeded_model, start
 
 
 def distill(
@@ -44,14 +37,11 @@ def distill(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train one student with ``cfg["method"]`` and ``cfg["options"]``; returns the history."""
-    impl = tasks.load(task)
     method, options = cfg["method"], cfg.get("options", {})
     methods.resolve_options(method, options)  # an unknown method or option stops here
-    device = select_device(cfg.get("device", "auto"))
-    ts = impl.training_set(data_dir, cfg, num_classes, device)
+    impl, device, ts = start(task, data_dir, cfg, num_classes)
     teacher = impl.student_teacher(teacher_dir, member_files, ts, method, options, device)
-    torch.manual_seed(seed)
-    model = impl.build_model(cfg["model"], ts.info)
+    model = seeded_model(impl, cfg, ts, seed)
     log(
         f"student method={method} options={options} seed={seed} {ts.about} "
         f"params={count_parameters(model)} device={device} teacher members={len(member_files)}"

@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--config-json", required=True, help="the dataset and ood config slices")
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     args = ap.parse_args()
-    task = tasks.load(args.task)
-    print(task.describe(task.prepare(json.loads(args.config_json), args.out)))
+    impl = tasks.load(args.task)
+    print(impl.describe(impl.prepare(json.loads(args.config_json), args.out)))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,19 @@ from pipeline.engine import (
 )
 
 
+def start(task: str, data_dir, cfg: dict, num_classes: int | None):
+    """What every training stage begins with: the task, the device, the training set."""
+    impl = tasks.load(task)
+    device = select_device(cfg.get("device", "auto"))
+    return impl, device, impl.training_set(data_dir, cfg, num_classes, device)
+
+
+def seeded_model(impl, cfg: dict, ts, seed: int) -> torch.nn.Module:
+    """The task's model for ``cfg["model"]``, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return impl.build_model(cfg["model"], ts.info)
+
+
 def train_member(
     task: str,
     data_dir: str | Path,
@@ -39,11 +52,8 @@ def train_member(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train one member of ``task``; returns the per-epoch history."""
-    impl = tasks.load(task)
-    device = select_device(cfg.get("device", "auto"))
-    ts = impl.training_set(data_dir, cfg, num_classes, device)
-    torch.manual_seed(seed)
-    model = impl.build_model(cfg["model"], ts.info)
+    impl, device, ts = start(task, data_dir, cfg, num_classes)
+    model = seeded_model(impl, cfg, ts, seed)
     log(f"member seed={seed} {ts.about} params={count_parameters(model)} device={device}")
     counter = SampleCounter()
     smoothing = float(cfg.get("label_smoothing", 0.0))

@@ -6,14 +6,9 @@ import torch
 from pipeline import methods
 from pipeline.stages.distill import distill
 from pipeline.tasks.image import cache as C
+from tests.conftest import MEMBER_CFG
 
-CFG = {
-    "model": {"name": "small_cnn", "width": 8},
-    "epochs": 6,
-    "batch_size": 25,
-    "lr": 0.02,
-    "device": "cpu",
-}
+CFG = {**MEMBER_CFG, "epochs": 6}
 
 
 @pytest.mark.parametrize("method", list(methods.METHODS))

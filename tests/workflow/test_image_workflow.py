@@ -1,47 +1,22 @@
 """End to end: the smoke config through Snakemake (subprocess), reruns, the figures target,
 config validation. About a minute on 2 cores."""
 
-import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from pipeline.tables import read_tidy
 from pipeline.tasks import spec
+from tests.workflow.helpers import REPO, job_counts, run_config, snakemake, write_config
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def snakemake(*args, timeout=900):
-    return subprocess.run(
-        ["snakemake", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1] if "Job stats:" in output else ""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-
-
-def write_config(cfg: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    d = tmp_path_factory.mktemp("smoke")
-    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-    cfg["results"] = str(d / "results")
-    cfgfile = write_config(cfg, d / "config.yaml")
-    r = snakemake("--cores", 2, "--configfile", cfgfile)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    return cfg, cfgfile, Path(cfg["results"])
+    return run_config("smoke", tmp_path_factory.mktemp("smoke"))
 
 
 def test_tables_hold_every_system_with_sane_metrics(smoke):

@@ -1,17 +1,14 @@
 """End to end: the token task's smoke config (config/text_smoke.yaml) through Snakemake: every
 V and system evaluated, the sweep tables and figure, reruns, validation. About a minute."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.workflow.test_image_workflow import job_counts, snakemake, write_config
+from tests.workflow.helpers import REPO, job_counts, run_config, snakemake, write_config
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -23,14 +20,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def text_smoke(tmp_path_factory):
-    d = tmp_path_factory.mktemp("text_smoke")
-    cfg = yaml.safe_load((REPO / "config" / "text_smoke.yaml").read_text())
-    cfg["results"] = str(d / "results")
-    cfg["dataset"]["root"] = str(REPO / cfg["dataset"]["root"])
-    cfgfile = write_config(cfg, d / "config.yaml")
-    r = snakemake("--cores", 2, "--configfile", cfgfile)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    return cfg, cfgfile, Path(cfg["results"])
+    dataset = yaml.safe_load((REPO / "config" / "text_smoke.yaml").read_text())["dataset"]
+    dataset = {**dataset, "root": str(REPO / dataset["root"])}
+    return run_config("text_smoke", tmp_path_factory.mktemp("text_smoke"), dataset=dataset)
 
 
 def test_sweep_holds_every_vocab_and_system(text_smoke):
