@@ -2,7 +2,8 @@
 goes, and what a train-split teacher cache would cost instead of the online teacher.
 
 Run: ``python benchmarks/bench_text.py --data results/text/data --vocab 5000`` (a prepared
-corpus from ``rule prepare_text``; ``--threads 1`` matches one Snakemake job per core).
+corpus from ``rule prepare_data`` of the text config; ``--threads 1`` matches one Snakemake job
+per core).
 Measures, on the same length-bucketed batches and after warm-up steps (so one-off compilation
 is excluded), one optimiser step of an untrained student with the config's model:
 

@@ -57,8 +57,9 @@ def evaluate(
         group, seed, data_dir, teacher_dir, model, meta, cfg or {}, num_classes, device
     )
     table = pd.DataFrame(rows)
+    seed_value = -1 if seed is None else seed
     for i, (name, value) in enumerate(
-        {"system": system, "group": group, **_seed(seed), **keys}.items()
+        {"system": system, "group": group, "seed": seed_value, **keys}.items()
     ):
         table.insert(i, name, value)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,10 +68,6 @@ def evaluate(
     # examples (sequences) scored, for the resource record
     table.attrs["samples"] = sum(v.shape[0] for k, v in arrays.items() if k.endswith(".total"))
     return table
-
-
-def _seed(seed: int | None) -> dict[str, int]:
-    return {"seed": -1 if seed is None else seed}
 
 
 def main() -> None:

@@ -56,7 +56,6 @@ def imagenet_cfg(tree, results) -> dict:
     cfg["ensemble"].update(seeds=[0, 1], **small)
     cfg["students"].update(seeds=[0], **small)
     cfg["teacher"].update(shard_size=7, batch_size=5)
-    cfg["evaluation"]["batch_size"] = 5
     return cfg
 
 
