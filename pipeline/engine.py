@@ -39,6 +39,34 @@ class Interrupted(RuntimeError):
     """Raised when a run stops early on purpose (:data:`STOP_AFTER_ENV`)."""
 
 
+class Diverged(RuntimeError):
+    """The loss or the gradient became non-finite: training stops before the step is applied,
+    and the epoch is not checkpointed (the last checkpoint is that of the epoch before)."""
+
+    def __init__(self, what: str, epoch: int, step: int, steps: int):
+        super().__init__(
+            f"training diverged: {what} at epoch {epoch + 1}, step {step + 1}/{steps}. Lower the "
+            "learning rate, set grad_clip, or check the inputs; the run's last checkpoint is the "
+            "epoch before (its model was not written)"
+        )
+
+
+def _read_checkpoint(path: Path, log: Callable[[str], None]) -> dict | None:
+    """The checkpoint at ``path``, or ``None`` when there is none or it cannot be read (a
+    truncated or corrupt file is reported and trained over, never fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is equally useless
+        log(f"ignoring unreadable checkpoint {path} ({type(err).__name__}): training from scratch")
+        return None
+    if not isinstance(state, dict):
+        log(f"ignoring unreadable checkpoint {path} (not a checkpoint): training from scratch")
+        return None
+    return state
+
+
 Batcher = Callable[[int, int, torch.Generator], list[torch.Tensor]]
 Stream = Callable[
     [list[torch.Tensor], torch.Generator, int], Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -185,8 +213,8 @@ def fit(
     history: list[dict] = []
     start = 0
     ckpt_path = Path(ckpt_path)
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(ckpt_path, log)
+    if state is not None:
         if state.get("fingerprint") == fp:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -194,7 +222,7 @@ def fit(
             history, start = state["history"], int(state["epoch"])
             log(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
         else:
-            log(f"ignoring stale checkpoint {ckpt_path} (config, data or seed changed)")
+            log(f"ignoring stale checkpoint {ckpt_path} (config, code, data or seed changed)")
     stop_after = os.environ.get(STOP_AFTER_ENV)
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
@@ -211,18 +239,23 @@ def fit(
             if len(batches) != steps:
                 raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
         total, count = 0.0, 0
-        for idx, x in feed.stream(batches, g, _epoch_seed(seed, epoch)):
+        for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
             loss = loss_fn(logits.float(), idx, epoch)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise Diverged(f"the training loss is {value}", epoch, step, steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+                if not torch.isfinite(norm):
+                    raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)
+            total += value * len(idx)
             count += len(idx)
         row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
         row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
@@ -280,8 +313,9 @@ def fit_and_save(
     log: Callable[[str], None],
 ) -> list[dict]:
     """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
-    slice without the device, seed, ``fp_inputs``), the resumable fit, then the weights with
-    ``meta`` + config + history beside them, and ``history.csv``."""
+    slice without the device, seed, ``fp_inputs``: the inputs' and the code's checksums), the
+    resumable fit, then the weights with ``meta`` + config + history beside them,
+    ``history.csv``, and the checkpoint removed."""
     cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
     fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
     history = fit(
@@ -298,6 +332,7 @@ def fit_and_save(
     )
     save_model(model.cpu(), out, {**meta, "seed": seed, "config": cfg, "history": history})
     write_history(history, Path(out).with_name("history.csv"))
+    Path(ckpt).unlink(missing_ok=True)  # a finished job leaves no checkpoint to resume
     return history
 
 
@@ -344,3 +379,6 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
     except Interrupted as err:
         print(err, flush=True)
         sys.exit(3)
+    except Diverged as err:
+        print(err, file=sys.stderr, flush=True)
+        sys.exit(4)

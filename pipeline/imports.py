@@ -13,9 +13,10 @@ training. Standard library only, no torch.
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
-__all__ = ["import_closure", "module_file", "stage_closure", "task_calls"]
+__all__ = ["code_fingerprint", "import_closure", "module_file", "stage_closure", "task_calls"]
 
 PACKAGE = "pipeline"
 
@@ -32,14 +33,24 @@ def module_file(name: str, root: Path) -> Path | None:
     return None
 
 
+def _type_checking_only(stmt: ast.stmt) -> bool:
+    """``if TYPE_CHECKING:`` (imports for annotations, never run)."""
+    test = getattr(stmt, "test", None)
+    name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+    return isinstance(stmt, ast.If) and name == "TYPE_CHECKING"
+
+
 def _nodes(tree: ast.Module, functions: set[str] | None):
-    """Every node of ``tree``; with ``functions``, the bodies of other top-level functions are
-    skipped."""
-    if functions is None:
-        yield from ast.walk(tree)
-        return
+    """Every node of ``tree`` but ``if TYPE_CHECKING:`` blocks; with ``functions``, the bodies
+    of other top-level functions are skipped too."""
     for stmt in tree.body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name not in functions:
+        if _type_checking_only(stmt):
+            continue
+        if (
+            functions is not None
+            and isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+            and stmt.name not in functions
+        ):
             continue
         yield from ast.walk(stmt)
 
@@ -114,3 +125,13 @@ def stage_closure(stage: str, task: str, root: Path) -> list[Path]:
         return own
     task_module = f"{PACKAGE}.tasks.{task}"
     return import_closure([module, task_module], root, partial={task_module: calls})
+
+
+def code_fingerprint(stage: str, task: str, root: Path | None = None) -> str:
+    """sha256 over the contents of the files :func:`stage_closure` lists: it changes exactly when
+    code the stage runs changes (a training checkpoint of other code is never resumed)."""
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
+    h = hashlib.sha256()
+    for path in stage_closure(stage, task, root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()

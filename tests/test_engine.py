@@ -70,3 +70,26 @@ def test_fit_checks_the_batcher_and_counts_parameters(tmp_path):
             fp="x",
             log=lambda s: None,
         )
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_divergence_stops_loudly_and_keeps_the_last_good_checkpoint(tmp_path, where):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(12, 3)
+    feed = T.Feed(12, lambda batches, g, seed: ((i, x[i]) for i in batches))
+    calls = {"n": 0}
+
+    def loss_fn(z, idx, epoch):
+        calls["n"] += 1
+        bad = epoch == 1 and calls["n"] == 5  # the second step of the second epoch
+        if where == "loss":
+            return z.sum() * (float("nan") if bad else 1.0)
+        # bad: a finite loss (0) whose gradient is not (d sqrt(u)/du at u = 0)
+        return (z - z.detach()).sum().abs().sqrt() if bad else z.pow(2).mean()
+
+    cfg = {"epochs": 3, "batch_size": 4, "lr": 0.1, "grad_clip": 1.0}
+    with pytest.raises(T.Diverged, match=r"epoch 2, step 2/3") as err:
+        T.fit(model, feed, loss_fn, cfg, seed=0, ckpt_path=tmp_path / "c.pt", fp="x", log=print)
+    assert ("loss is nan" if where == "loss" else "gradient norm is") in str(err.value)
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1  # the epoch before

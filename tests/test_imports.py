@@ -26,11 +26,12 @@ def test_closure_follows_every_kind_of_import(tmp_path):
     _write(
         tmp_path, "pipeline.a", "import os\nfrom pipeline import b\nfrom pipeline.sub.c import f\n"
     )
-    _write(tmp_path, "pipeline.b", "def g():\n    import pipeline.d\n")  # lazy import
+    b = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pipeline.unused\n"
+    _write(tmp_path, "pipeline.b", b + "def g():\n    import pipeline.d\n")  # lazy import
     _write(tmp_path, "pipeline.sub.c", "from . import e\ndef f(): pass\n")  # relative import
     _write(tmp_path, "pipeline.d", "")
     _write(tmp_path, "pipeline.sub.e", "")
-    _write(tmp_path, "pipeline.unused", "")
+    _write(tmp_path, "pipeline.unused", "")  # imported for type checking only
     got = {str(p.relative_to(tmp_path)) for p in import_closure(["pipeline.a"], tmp_path)}
     assert got == {
         "pipeline/__init__.py",
@@ -63,6 +64,8 @@ def test_stage_closures_of_the_real_package():
     train = {p.relative_to(PKG).as_posix() for p in stage_closure("train", "image", REPO)}
     assert {"stages/train.py", "engine.py", "tasks/image/data.py", "tasks/image/models.py"} <= train
     assert "tasks/image/evaluation.py" not in train  # an evaluation edit retrains nothing
+    prepare = {p.relative_to(PKG).as_posix() for p in stage_closure("prepare", "image", REPO)}
+    assert "engine.py" not in prepare  # a training-loop edit re-prepares no data
     assert not any(p.startswith("tasks/text") for p in train)
     evaluate = {p.relative_to(PKG).as_posix() for p in stage_closure("evaluate", "text", REPO)}
     assert {"tasks/text/evaluation.py", "tasks/text/tokens.py", "maths/metrics.py"} <= evaluate

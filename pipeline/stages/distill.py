@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline import methods
 from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
+from pipeline.imports import code_fingerprint
 from pipeline.stages.train import seeded_model, start
 
 
@@ -71,7 +72,11 @@ def distill(
         seed=seed,
         ckpt=ckpt,
         out=out,
-        fp_inputs={**ts.fp_inputs, "teacher": teacher.member_sha256},
+        fp_inputs={
+            **ts.fp_inputs,
+            "teacher": teacher.member_sha256,
+            "code": code_fingerprint("distill", task),
+        },
         meta=meta,
         eval_fn=eval_fn,
         device=device,

@@ -26,6 +26,7 @@ from pipeline.engine import (
     select_device,
     training_cli,
 )
+from pipeline.imports import code_fingerprint
 
 
 def start(task: str, data_dir, cfg: dict, num_classes: int | None):
@@ -75,7 +76,7 @@ def train_member(
         seed=seed,
         ckpt=ckpt,
         out=out,
-        fp_inputs=ts.fp_inputs,
+        fp_inputs={**ts.fp_inputs, "code": code_fingerprint("train", task)},
         meta=meta,
         eval_fn=eval_fn,
         device=device,

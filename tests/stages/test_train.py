@@ -54,24 +54,57 @@ def test_interrupted_training_resumes_to_identical_weights(prepared, tmp_path, m
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     a, b = _weights(tmp_path / "a/model.safetensors"), _weights(tmp_path / "b/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished job leaves no checkpoint: nothing can resume its end state later
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "b.pt").exists()
 
 
-def test_stale_checkpoint_is_ignored(prepared, tmp_path):
-    cfg = {**MEMBER_CFG, "epochs": 1}
-    train_member(
-        "image", prepared, cfg, 0, tmp_path / "m.safetensors", tmp_path / "c.pt", log=lambda s: None
-    )
+def _interrupted_then_rerun(prepared, tmp_path, monkeypatch, cfg, change=None):
+    """Train 2 epochs stopped after the first, apply ``change`` (to the config, the code
+    fingerprint or the checkpoint), rerun to the end; returns the rerun's log."""
+    out, ckpt = tmp_path / "m.safetensors", tmp_path / "c.pt"
+    monkeypatch.setenv(E.STOP_AFTER_ENV, "1")
+    with pytest.raises(E.Interrupted):
+        train_member("image", prepared, cfg, 0, out, ckpt, log=lambda s: None)
+    monkeypatch.delenv(E.STOP_AFTER_ENV)
+    cfg = change(cfg, ckpt) if change else cfg
     logs = []
-    train_member(
-        "image",
-        prepared,
-        {**cfg, "lr": 0.03},
-        0,
-        tmp_path / "m.safetensors",
-        tmp_path / "c.pt",
-        log=logs.append,
+    train_member("image", prepared, cfg, 0, out, ckpt, log=logs.append)
+    return logs, out
+
+
+def test_changed_config_never_resumes_a_checkpoint(prepared, tmp_path, monkeypatch):
+    cfg = {**MEMBER_CFG, "epochs": 2}
+    logs, _ = _interrupted_then_rerun(
+        prepared, tmp_path, monkeypatch, cfg, lambda c, _: {**c, "lr": 0.03}
     )
     assert any("ignoring stale checkpoint" in line for line in logs)
+    assert not any("resuming" in line for line in logs)
+
+
+def test_changed_code_never_resumes_a_checkpoint(prepared, tmp_path, monkeypatch):
+    from pipeline.stages import train as stage
+
+    def edit_code(cfg, _):
+        monkeypatch.setattr(stage, "code_fingerprint", lambda *a: "other code")
+        return cfg
+
+    cfg = {**MEMBER_CFG, "epochs": 2}
+    logs, _ = _interrupted_then_rerun(prepared, tmp_path, monkeypatch, cfg, edit_code)
+    assert any("ignoring stale checkpoint" in line for line in logs)
+
+
+def test_corrupt_checkpoint_is_trained_over(prepared, tmp_path, monkeypatch):
+    def truncate(cfg, ckpt):
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+        return cfg
+
+    cfg = {**MEMBER_CFG, "epochs": 2}
+    logs, out = _interrupted_then_rerun(prepared, tmp_path, monkeypatch, cfg, truncate)
+    assert any("ignoring unreadable checkpoint" in line for line in logs)
+    clean = tmp_path / "clean.safetensors"
+    train_member("image", prepared, cfg, 0, clean, tmp_path / "x.pt", log=lambda s: None)
+    a, b = _weights(out), _weights(clean)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same as a run that never had one
 
 
 def test_different_seeds_give_different_members(members):

@@ -14,11 +14,14 @@ statistics. The interface functions are documented in :mod:`pipeline.tasks`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline.engine import TrainingSet
 from pipeline.tasks import INTERFACE
+
+if TYPE_CHECKING:
+    from pipeline.engine import TrainingSet
 
 __all__ = list(INTERFACE)
 # Each function imports the implementation it needs inside its body: the workflow follows those
@@ -47,6 +50,7 @@ def training_set(
     data_dir: str | Path, cfg: dict, num_classes: int | None, device: torch.device
 ) -> TrainingSet:
     """The prepared ``train`` split (and ``val``) under the training config ``cfg``."""
+    from pipeline.engine import TrainingSet
     from pipeline.tasks.image.batches import channels, make_feed
     from pipeline.tasks.image.data import load_manifest, load_split
 

@@ -13,11 +13,14 @@ documented in :mod:`pipeline.tasks`; ``num_classes`` is the vocabulary size V ev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline.engine import Feed, TrainingSet
 from pipeline.tasks import INTERFACE
+
+if TYPE_CHECKING:
+    from pipeline.engine import TrainingSet
 
 __all__ = list(INTERFACE)
 # Each function imports the implementation it needs inside its body: the workflow follows those
@@ -53,6 +56,7 @@ def training_set(
 ) -> TrainingSet:
     """The train sequences at V classes (``cfg["train_sentences"]``: one fixed subset, the same
     for every run) and the first ``cfg["val_size"]`` val sequences."""
+    from pipeline.engine import Feed, TrainingSet
     from pipeline.tasks.text.corpus import load_manifest, load_sequences
     from pipeline.tasks.text.model import length_batches, targets_of, trim
 
