@@ -37,6 +37,7 @@ __all__ = [
     "Method",
     "get",
     "loss",
+    "member_transform",
     "model_offset",
     "needs_members",
     "parse_system",

@@ -123,23 +123,19 @@ def system_model(wc):
 
 
 def resource_records():
-    """Every job's resource record (declared outputs of the jobs that write one)."""
+    """Every job's resource record: the `res` outputs of the rules that write one, expanded
+    (called by rules included after those rules)."""
     return (
-        runs(f"{RUN}/benchmarks/train_member/seed{{seed}}.resources.json", seed=MEMBER_SEEDS)
-        + runs(f"{RUN}/benchmarks/cache_teacher.resources.json")
-        + runs(
-            f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
-            method=METHODS,
-            seed=STUDENT_SEEDS,
-        )
-        + runs(f"{RUN}/benchmarks/evaluate/{{system}}.resources.json", system=SYSTEMS)
+        runs(rules.train_member.output.res, seed=MEMBER_SEEDS)
+        + runs(rules.cache_teacher.output.res)
+        + runs(rules.distill.output.res, method=METHODS, seed=STUDENT_SEEDS)
+        + runs(rules.evaluate.output.res, system=SYSTEMS)
     )
 
 
 def student_histories():
-    return runs(
-        f"{RUN}/students/{{method}}/seed{{seed}}/history.csv", method=METHODS, seed=STUDENT_SEEDS
-    )
+    """Every student's history.csv (the `history` output of rule distill, expanded)."""
+    return runs(rules.distill.output.history, method=METHODS, seed=STUDENT_SEEDS)
 
 
 def fig(name):
