@@ -20,14 +20,18 @@ WORK=$(mktemp -d /tmp/proxy-end2-slurm.XXXXXX)
 ETC=/etc/slurm
 export SLURM_CONF=$ETC/slurm.conf
 STARTED_PIDS=()
-BACKED_UP=()
+BACKED_UP=()      # files of $ETC moved aside into $WORK/etc-backup (put back on exit)
+WROTE=()          # files this script created (removed on exit): only these, never others
 log() { printf '[slurm-ci %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 cleanup() {
   local rc=$?
   set +e
-  if command -v scancel >/dev/null && [ -f "$SLURM_CONF" ]; then
-    timeout 10 scancel --user "$(id -un)" >/dev/null 2>&1
+  # cancel only the jobs this script submitted (their ids are in its snakemake log), on the
+  # cluster it started (SLURM_CONF is its own config); never every job of the user
+  if command -v scancel >/dev/null && [ "${CONF_WRITTEN:-0}" = 1 ]; then
+    ids=$(grep -ho 'SLURM jobid [0-9]*' "$WORK"/snakemake-*.log 2>/dev/null | awk '{print $3}' | sort -u)
+    [ -n "$ids" ] && timeout 10 scancel $ids >/dev/null 2>&1
   fi
   for pid in "${STARTED_PIDS[@]}"; do
     kill "$pid" 2>/dev/null
@@ -40,7 +44,7 @@ cleanup() {
     log "FAILED (exit $rc); daemon logs:"
     tail -n 30 "$WORK"/slurmctld.log "$WORK"/slurmd.log 2>/dev/null
   fi
-  rm -f "$ETC/slurm.conf" "$ETC/gres.conf"
+  for f in "${WROTE[@]}"; do rm -f "$f"; done
   for f in "${BACKED_UP[@]}"; do mv "$WORK/etc-backup/$f" "$ETC/$f"; done
   log "stopped ${#STARTED_PIDS[@]} daemon(s) this script started; work dir $WORK"
   exit $rc
@@ -51,7 +55,7 @@ trap cleanup EXIT
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
    || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
   log "installing SLURM + munge from Debian"
-  apt-get update -qq
+  timeout 300 apt-get update -qq
   DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
     slurmctld slurmd slurm-client munge >/dev/null
 fi
@@ -60,22 +64,25 @@ fi
 HOST=$(hostname -s)
 mkdir -p /run/munge /run/slurm "$WORK"/spool/ctld "$WORK"/spool/d
 chown munge:munge /run/munge
-if [ ! -s /etc/munge/munge.key ]; then
-  mungekey --create --keyfile /etc/munge/munge.key 2>/dev/null \
+if [ ! -s /etc/munge/munge.key ]; then  # a key made here is removed on exit
+  WROTE+=(/etc/munge/munge.key)
+  timeout 30 mungekey --create --keyfile /etc/munge/munge.key 2>/dev/null \
     || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
   chown munge:munge /etc/munge/munge.key
   chmod 400 /etc/munge/munge.key
 fi
-for i in 0 1; do
-  [ -e /run/fakegpu$i ] || mknod -m 666 /run/fakegpu$i c 1 3
+for i in 0 1; do  # the fake GPUs: /dev/null's device numbers, root-only, removed on exit
+  if [ ! -e /run/fakegpu$i ]; then WROTE+=(/run/fakegpu$i); mknod -m 600 /run/fakegpu$i c 1 3; fi
 done
 mkdir -p "$ETC" "$WORK/etc-backup"
-for f in slurm.conf gres.conf; do
+for f in slurm.conf gres.conf; do  # set aside first; only then is anything written there
   if [ -e "$ETC/$f" ]; then mv "$ETC/$f" "$WORK/etc-backup/$f"; BACKED_UP+=("$f"); fi
 done
-NODE=$(slurmd -C | head -n 1)
+WROTE+=("$ETC/slurm.conf" "$ETC/gres.conf")
+NODE=$(timeout 30 slurmd -C | head -n 1)
 MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$NODE")
 NODE=$(sed "s/RealMemory=[0-9]*/RealMemory=$((MEM - 2000))/" <<<"$NODE")
+CONF_WRITTEN=1
 cat > "$SLURM_CONF" <<EOF
 ClusterName=proxyend2ci
 SlurmctldHost=$HOST
@@ -106,12 +113,12 @@ echo "NodeName=$HOST Name=gpu File=/run/fakegpu[0-1]" > "$ETC/gres.conf"
 
 # ---------------------------------------------------------------- start the daemons
 if ! pgrep -x munged >/dev/null; then
-  runuser -u munge -- /usr/sbin/munged
+  timeout 30 runuser -u munge -- /usr/sbin/munged
   sleep 0.5
   STARTED_PIDS+=("$(pgrep -xo munged)")
 fi
 for daemon in slurmctld slurmd; do  # each writes its pid file once it is up
-  "/usr/sbin/$daemon" -f "$SLURM_CONF"
+  timeout 30 "/usr/sbin/$daemon" -f "$SLURM_CONF"  # daemonises: returns once forked
   for _ in $(seq 50); do [ -s "$WORK/$daemon.pid" ] && break; sleep 0.2; done
   [ -s "$WORK/$daemon.pid" ] || { log "$daemon did not start"; exit 1; }
   STARTED_PIDS+=("$(cat "$WORK/$daemon.pid")")

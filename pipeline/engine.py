@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.io import atomic_torch_save, fingerprint, save_model
+from pipeline.io import atomic_path, atomic_torch_save, fingerprint, reported, save_model
 from pipeline.resources import ResourceRecord
 
 CPU = torch.device("cpu")
@@ -137,10 +137,10 @@ def set_threads(n: int | None) -> None:
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     name = cfg.get("optimizer", "adamw")
     lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+    betas = tuple(cfg.get("betas", (0.9, 0.999)))
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
     if name == "adam":
-        betas = tuple(cfg.get("betas", (0.9, 0.999)))
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(
@@ -289,12 +289,10 @@ def write_history(history: list[dict], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(history)
-    os.replace(tmp, path)
 
 
 def fit_and_save(
@@ -314,8 +312,8 @@ def fit_and_save(
 ) -> list[dict]:
     """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
     slice without the device, seed, ``fp_inputs``: the inputs' and the code's checksums), the
-    resumable fit, then the weights with ``meta`` + config + history beside them,
-    ``history.csv``, and the checkpoint removed."""
+    resumable fit, then the weights with ``meta`` + config + the code's checksum + history beside
+    them, ``history.csv``, and the checkpoint removed."""
     cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
     fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
     history = fit(
@@ -330,7 +328,8 @@ def fit_and_save(
         device=device,
         log=log,
     )
-    save_model(model.cpu(), out, {**meta, "seed": seed, "config": cfg, "history": history})
+    meta = {**meta, "seed": seed, "config": cfg, "code_sha256": fp_inputs.get("code")}
+    save_model(model.cpu(), out, {**meta, "history": history})
     write_history(history, Path(out).with_name("history.csv"))
     Path(ckpt).unlink(missing_ok=True)  # a finished job leaves no checkpoint to resume
     return history
@@ -373,7 +372,10 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     try:
-        with ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec:
+        with (
+            reported(),
+            ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec,
+        ):
             history = run(args, cfg, lambda s: print(s, flush=True))
             rec.samples = int(sum(h.get("train_samples", 0) for h in history))
     except Interrupted as err:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from pipeline.io import atomic_save
+from pipeline.io import atomic_save, sha256_file
 
 settings.register_profile(
     "default",
@@ -193,6 +193,8 @@ def fake_corpus(path, n=60, vocab_words=40, seed=0):
         tokens[ends - 1] = 1  # EOS
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), ends])
         atomic_save({"tokens": tokens, "offsets": offsets}, path / f"{split}.safetensors")
-        splits[split] = {"n": count, "tokens": int(lengths.sum()), "sha256": f"{split}-{seed}"}
-    (path / "manifest.json").write_text(json.dumps({"task": "text", "splits": splits}))
+        sha = sha256_file(path / f"{split}.safetensors")
+        splits[split] = {"n": count, "tokens": int(lengths.sum()), "sha256": sha}
+    manifest = {"task": "text", "num_words": vocab_words - 2, "splits": splits}  # ids 2..: words
+    (path / "manifest.json").write_text(json.dumps(manifest))
     return path

@@ -9,6 +9,8 @@ from safetensors import safe_open
 
 from pipeline import __version__
 from pipeline.io import (
+    ArtifactError,
+    atomic_path,
     atomic_save,
     atomic_torch_save,
     atomic_write_text,
@@ -16,6 +18,7 @@ from pipeline.io import (
     load_state,
     read_json,
     read_manifest,
+    read_tensors,
     save_model,
     sha256_file,
 )
@@ -54,7 +57,9 @@ def test_model_weights_carry_their_metadata(tmp_path):
     model = torch.nn.Linear(2, 3)
     save_model(model, tmp_path / "m.safetensors", {"role": "member", "seed": 4})
     meta = read_json(tmp_path / "m.json")
-    assert meta == {"role": "member", "seed": 4, "code_version": __version__}
+    sha = meta.pop("weights_sha256")
+    assert meta == {"role": "member", "seed": 4, "pipeline_version": __version__}
+    assert sha == sha256_file(tmp_path / "m.safetensors")
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["meta"]) == meta
     state = load_state(tmp_path / "m.safetensors")
@@ -62,12 +67,39 @@ def test_model_weights_carry_their_metadata(tmp_path):
 
 
 def test_missing_and_corrupt_files_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
-        load_state(tmp_path / "nope.safetensors")
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(FileNotFoundError, match="nope.json: is missing"):
+        load_state(tmp_path / "nope.safetensors")  # its metadata (with the checksum) is missing
+    with pytest.raises(FileNotFoundError, match="nope.json: is missing"):
         read_json(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+    with pytest.raises(ArtifactError, match="bad.json: is not valid JSON"):
         read_json(tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError, match="run the prepare_data rule first"):
+    with pytest.raises(FileNotFoundError, match="rule prepare_data rebuilds it"):
         read_manifest(tmp_path)
+
+
+def test_bit_flipped_or_truncated_weights_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(torch.nn.Linear(3, 2), path, {"seed": 0})
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # one bit of one weight: still a valid safetensors file
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="m.safetensors: does not match the sha256"):
+        load_state(path, "train_member")
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ArtifactError, match="not a readable safetensors file"):
+        read_tensors(path, rule="distill")
+    with pytest.raises(ArtifactError, match="rule distill rebuilds it"):
+        read_tensors(path, rule="distill")
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new"

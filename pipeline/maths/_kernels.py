@@ -42,14 +42,16 @@ def _exp_logits(logits: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tenso
 
 def _scaled_grad(grad: Tensor, g: Tensor, dtype: torch.dtype) -> Tensor:
     """``grad * g[:, None]`` in ``dtype``; ``grad`` (saved: float64, or already ``dtype``) is
-    left untouched. Below float64 the result is saturated to the dtype's finite range
-    (``inf * 0`` -> 0)."""
+    left untouched. Below float64 the result is saturated to the dtype's finite range: the
+    float64 gradient is clamped before the cast, so an entry too large for ``dtype`` times a
+    zero weight gives 0, not ``inf * 0``. A NaN stays NaN: a divergence must surface (the
+    training loop stops on it), never be zeroed away."""
     if dtype == F64:
         return grad * g[:, None]
     big = torch.finfo(dtype).max
     scale = g.to(dtype)[:, None]
-    out = grad.to(dtype).mul_(scale) if grad.dtype != dtype else grad * scale
-    return torch.nan_to_num_(out, nan=0.0, posinf=big, neginf=-big)
+    out = _saturate_to(grad, dtype).mul_(scale) if grad.dtype != dtype else grad * scale
+    return out.clamp_(-big, big)  # clamp keeps NaN
 
 
 def _saturate_to(grad: Tensor, dtype: torch.dtype) -> Tensor:

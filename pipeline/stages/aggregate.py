@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import tasks
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_write_text, reported
 from pipeline.tables import Table, read_tidy, resources_table
 
 
@@ -72,4 +72,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():
+        main()

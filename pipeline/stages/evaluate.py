@@ -26,7 +26,7 @@ import torch
 
 from pipeline import methods, tasks
 from pipeline.engine import select_device, set_threads
-from pipeline.io import atomic_save, atomic_write_text
+from pipeline.io import ArtifactError, atomic_save, atomic_write_text, read_json, reported
 from pipeline.resources import ResourceRecord
 
 
@@ -52,7 +52,14 @@ def evaluate(
             raise ValueError(f"system {system!r} is a student: give its weights (--model)")
         model, meta = impl.load_model(model_path)
         if meta.get("method", group) != group:
-            raise ValueError(f"{model_path} holds a {meta['method']} student, not {group}")
+            raise ArtifactError(model_path, f"holds a {meta['method']} student, not {group}")
+        teacher = read_json(Path(teacher_dir) / "manifest.json", "cache_teacher")
+        if meta.get("teacher_member_sha256") != teacher.get("member_sha256"):
+            raise ArtifactError(
+                model_path,
+                f"was distilled from other members than the teacher cache {teacher_dir} holds",
+                "distill",
+            )
     rows, arrays, keys = impl.evaluate_system(
         group, seed, data_dir, teacher_dir, model, meta, cfg or {}, num_classes, device
     )
@@ -86,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     device = select_device(args.device)
-    with ResourceRecord(args.resources_json, "evaluate", device) as rec:
+    with reported(), ResourceRecord(args.resources_json, "evaluate", device) as rec:
         table = evaluate(
             args.task,
             args.system,

@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
 from pipeline import tasks  # noqa: E402
+from pipeline.io import atomic_path, reported  # noqa: E402
 from pipeline.maths import metrics as Mx  # noqa: E402
 from pipeline.methods import COLORS, GROUP_LABELS, GROUP_ORDER, METHODS, parse_system  # noqa: E402
 from pipeline.tables import read_tidy  # noqa: E402
@@ -49,9 +50,12 @@ MEASURE_LABELS = {
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for path, dpi in zip(paths, (130, None), strict=True):
+            with atomic_path(path) as tmp:  # a killed job never leaves half a figure
+                fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -392,4 +396,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():
+        main()

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from pipeline import methods
+from pipeline.io import atomic_write_text
 from pipeline.maths.stats import TeacherStats, teacher_stats
 
 HEAD_THRESHOLD = 1e-3
@@ -107,9 +108,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     table = run(args.ks, args.batch, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "head_share.csv", index=False)
-    rank_profile(args.profile_k, seed=args.seed).to_csv(args.out / "rank_profile.csv", index=False)
+    profile = rank_profile(args.profile_k, seed=args.seed)
+    atomic_write_text(table.to_csv(index=False), args.out / "head_share.csv")
+    atomic_write_text(profile.to_csv(index=False), args.out / "rank_profile.csv")
     print(table.groupby(["num_classes", "method"])["head_share"].agg(["mean", "std"]).unstack())
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from pipeline import tasks
+from pipeline.io import reported
 
 
 def main() -> None:
@@ -23,7 +24,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     args = ap.parse_args()
     impl = tasks.load(args.task)
-    print(impl.describe(impl.prepare(json.loads(args.config_json), args.out)))
+    with reported():
+        print(impl.describe(impl.prepare(json.loads(args.config_json), args.out)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from pipeline import tasks
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_path, atomic_write_text, reported
 
 
 def render(
@@ -44,7 +44,8 @@ def publish(results: Path, docs: Path, readme: Path | None = None, task: str = "
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     (docs / "figures").mkdir(parents=True, exist_ok=True)
     for name in figures:
-        shutil.copyfile(results / "figures" / f"{name}.png", docs / "figures" / f"{name}.png")
+        with atomic_path(docs / "figures" / f"{name}.png") as tmp:
+            shutil.copyfile(results / "figures" / f"{name}.png", tmp)
     run_name = results.name
     atomic_write_text(
         f"# Results of `{run_name}`\n\n" + render(results, "figures", run_name, task),
@@ -76,4 +77,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():
+        main()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline import tasks
 from pipeline.engine import select_device, set_threads
+from pipeline.io import reported
 from pipeline.resources import ResourceRecord
 
 
@@ -36,7 +37,8 @@ def main() -> None:
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     impl = tasks.load(args.task)
-    with ResourceRecord(args.resources_json, "cache_teacher", select_device(args.device)) as rec:
+    device = select_device(args.device)
+    with reported(), ResourceRecord(args.resources_json, "cache_teacher", device) as rec:
         _, rec.samples = impl.build_teacher(
             args.data,
             args.members,

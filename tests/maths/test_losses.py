@@ -232,3 +232,16 @@ def test_backend_env_is_validated(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- online statistics
+
+
+def test_reduced_precision_gradients_keep_nan_and_saturate_overflow():
+    """Below float64 the kernels saturate an overflowing gradient (a float64 entry beyond the
+    float32 range times a zero weight is 0, not inf * 0 = NaN) but never zero a NaN: a
+    divergence must reach the training loop, which stops on it."""
+    from pipeline.maths._kernels import _scaled_grad
+
+    grad = torch.tensor([[1e300, 2.0, float("nan")], [1e300, -1e300, 3.0]], dtype=torch.float64)
+    out = _scaled_grad(grad, torch.tensor([0.0, 1.0], dtype=torch.float64), torch.float32)
+    big = torch.finfo(torch.float32).max
+    assert out.dtype == torch.float32 and bool(out[0, 2].isnan())
+    assert out[0, :2].tolist() == [0.0, 0.0] and out[1].tolist() == [big, -big, 3.0]

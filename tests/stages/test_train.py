@@ -117,4 +117,4 @@ def test_member_learns_the_toy_task(members):
 
     meta = json.loads(members[0].with_suffix(".json").read_text())
     assert meta["history"][-1]["val_acc"] > 0.5
-    assert meta["config"]["model"]["name"] == "small_cnn" and "code_version" in meta
+    assert meta["config"]["model"]["name"] == "small_cnn" and "code_sha256" in meta

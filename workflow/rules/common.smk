@@ -8,13 +8,16 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from pipeline import tasks
+from pipeline.config import check as check_config, check_keys
 from pipeline.imports import stage_closure
 from pipeline.methods import needs_members
 
 
 TASK = config.get("task", "image")
 SPEC = tasks.spec(TASK)
+check_keys(config)  # before the schema: its validator fails on non-string keys
 validate(config, schema=f"../schemas/{SPEC.schema}")
+check_config(config, TASK)  # what the schema cannot say (pipeline.config)
 
 R = config["results"]  # output root of this experiment
 THREADS = int(config["threads"])

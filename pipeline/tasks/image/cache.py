@@ -29,11 +29,19 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from pipeline import __version__, methods
 from pipeline.engine import select_device
-from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_json, sha256_file
+from pipeline.imports import code_fingerprint
+from pipeline.io import (
+    ArtifactError,
+    atomic_save,
+    atomic_write_text,
+    fingerprint,
+    read_json,
+    read_tensors,
+    sha256_file,
+)
 from pipeline.maths import metrics as Mx
 from pipeline.maths.dirichlet import EPS
 from pipeline.maths.stats import TeacherStats, teacher_stats
@@ -45,8 +53,25 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 EVAL_ONLY_SPLITS = ("test",)  # plus every ood_* and shift split
 
 
-class CacheMismatchError(ValueError):
-    """The cache was built from other data or other members: it must be rebuilt."""
+RULE = "cache_teacher"
+
+
+class CacheMismatchError(ArtifactError):
+    """The cache was built from other data or other members, or is corrupt: it must be rebuilt
+    (``rule cache_teacher``)."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(path, problem, "cache_teacher")
+
+
+def _check_finite(finite: torch.Tensor, member_files: list, where: str) -> None:
+    """``finite [M]`` bool: a member whose outputs hold NaN or inf (a diverged or corrupt model)
+    never becomes a teacher."""
+    for ok, path in zip(finite.tolist(), member_files, strict=True):
+        if not ok:
+            raise ArtifactError(
+                path, f"gives non-finite outputs on split {where!r} (diverged?)", "train_member"
+            )
 
 
 def _stats_chunks(member_lp: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -88,7 +113,8 @@ def build_cache(
         "member_sha256": [sha256_file(f) for f in member_files],
         "data_manifest": fingerprint(data_manifest["splits"]),
         "config": cfg,
-        "code_version": __version__,
+        "pipeline_version": __version__,
+        "code_sha256": code_fingerprint("teacher", "image"),
         "splits": {},
     }
     shard_size = int(cfg.get("shard_size", 1 << 62))
@@ -121,6 +147,7 @@ def build_cache(
                 ],
                 dim=1,
             )  # [n, M, K] float32
+            _check_finite(lp.isfinite().all(-1).all(0), member_files, split)
             st = _stats_chunks(lp)
             tensors = {
                 **encode_stats(st["pbar"], st["lbar"], st["floored"], st["rmi"], dtype),
@@ -152,32 +179,36 @@ def validate(
 ) -> dict:
     """The cache manifest, after checking it against the data and the member files."""
     cache_dir = Path(cache_dir)
-    manifest = read_json(cache_dir / "manifest.json")
+    manifest = read_json(cache_dir / "manifest.json", "cache_teacher")
     if data_dir is not None:
         data_manifest = D.load_manifest(data_dir)
         if fingerprint(data_manifest["splits"]) != manifest["data_manifest"]:
             raise CacheMismatchError(
-                f"teacher cache {cache_dir} was built from other data than {data_dir} "
-                "(data manifest checksum differs): rebuild it (rule cache_teacher)"
+                cache_dir,
+                f"the teacher cache was built from other data than {data_dir} "
+                "(data manifest checksum differs)",
             )
         for split, entry in manifest["splits"].items():
             have = data_manifest["splits"].get(split)
             if have is None or have["n"] != entry["n"] or have["sha256"] != entry["data_sha256"]:
                 raise CacheMismatchError(
+                    cache_dir,
                     f"teacher cache split {split!r} (n={entry['n']}) does not match the data "
-                    f"split ({'missing' if have is None else 'n=' + str(have['n'])})"
+                    f"split ({'missing' if have is None else 'n=' + str(have['n'])})",
                 )
         if int(data_manifest["num_classes"]) != int(manifest["num_classes"]):
             raise CacheMismatchError(
+                cache_dir,
                 f"teacher cache has K={manifest['num_classes']} classes, data has "
-                f"K={data_manifest['num_classes']}"
+                f"K={data_manifest['num_classes']}",
             )
     if member_files is not None:
         shas = [sha256_file(f) for f in member_files]
         if shas != manifest["member_sha256"]:
             raise CacheMismatchError(
-                f"teacher cache {cache_dir} was built from other members ({manifest['num_members']}"
-                f" cached, {len(shas)} given, checksums differ): rebuild it"
+                cache_dir,
+                f"the teacher cache was built from other members ({manifest['num_members']}"
+                f" cached, {len(shas)} given, checksums differ)",
             )
     return manifest
 
@@ -188,31 +219,28 @@ def load_split(
     """One cached split (its shards concatenated), checked against the manifest: file
     checksums, N, K, M and the example ids."""
     cache_dir = Path(cache_dir)
-    manifest = read_json(cache_dir / "manifest.json")
+    manifest = read_json(cache_dir / "manifest.json", "cache_teacher")
     entry = manifest["splits"].get(split)
     if entry is None:
         raise KeyError(f"split {split!r} is not cached in {cache_dir}")
     parts = []
     for name, sha in zip(entry["files"], entry["sha256"], strict=True):
-        path = cache_dir / name
-        if verify and sha256_file(path) != sha:
-            raise CacheMismatchError(f"{path} does not match the sha256 in its manifest")
-        parts.append(load_file(str(path)))
+        parts.append(read_tensors(cache_dir / name, sha256=sha if verify else None, rule=RULE))
     t = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     n, k, m = entry["n"], manifest["num_classes"], manifest["num_members"]
     where = cache_dir / entry["file"]
     if t["mean_probs"].shape != (n, k):
         raise CacheMismatchError(
-            f"{where}: mean_probs has shape {tuple(t['mean_probs'].shape)}, "
-            f"manifest says ({n}, {k})"
+            where, f"mean_probs has shape {tuple(t['mean_probs'].shape)}, manifest says ({n}, {k})"
         )
     if "member_log_probs" in t and t["member_log_probs"].shape != (n, m, k):
         raise CacheMismatchError(
-            f"{where}: member_log_probs has shape {tuple(t['member_log_probs'].shape)}, "
-            f"manifest says ({n}, {m}, {k})"
+            where,
+            f"member_log_probs has shape {tuple(t['member_log_probs'].shape)}, "
+            f"manifest says ({n}, {m}, {k})",
         )
     if fingerprint(t["ids"].tolist()) != entry["ids_sha256"]:
-        raise CacheMismatchError(f"{where}: example ids differ from the manifest")
+        raise CacheMismatchError(where, "example ids differ from the manifest")
     return t
 
 

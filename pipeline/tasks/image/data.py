@@ -25,10 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from safetensors.torch import load_file
 
 from pipeline import __version__
-from pipeline.io import atomic_save, atomic_write_text, fingerprint, read_manifest, sha256_file
+from pipeline.config import ConfigError
+from pipeline.imports import code_fingerprint
+from pipeline.io import (
+    ArtifactError,
+    atomic_save,
+    atomic_write_text,
+    fingerprint,
+    read_manifest,
+    read_tensors,
+    sha256_file,
+)
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -239,7 +248,9 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     n_val = int(ds["val_size"])
     n_train = min(int(ds["train_size"]), len(train_full) - n_val)
     if n_train <= 0:
-        raise ValueError(f"dataset.val_size={n_val} leaves no training images")
+        raise ConfigError(
+            "dataset.val_size", n_val, f"fewer than the {len(train_full)} training images"
+        )
     splits = {
         "train": train_full.subset(perm[n_val : n_val + n_train]),
         "val": train_full.subset(perm[:n_val]),
@@ -273,7 +284,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "class_names": list(FASHION_MNIST_CLASSES) if name == "fashion_mnist" else None,
         "corruptions": list(ood.get("corruptions", [])),
         "config": cfg,
-        "code_version": __version__,
+        "pipeline_version": __version__,
+        "code_sha256": code_fingerprint("prepare", "image"),
         "splits": {},
     }
     for split, data in splits.items():
@@ -311,12 +323,10 @@ def load_split(data_dir: str | Path, split: str, *, verify: bool = True) -> dict
     if manifest.get("storage") == "files":
         from pipeline.tasks.image import imagefolder
 
-        t = dict(load_file(str(path)))
-        t["images"] = imagefolder.open_images(data_dir, split, manifest)
+        t = dict(read_tensors(path, rule="prepare_data"))
+        t["images"] = imagefolder.open_images(data_dir, split, manifest, verify)
         got = fingerprint({"paths": t["images"].paths, "labels": t["labels"].tolist()})
         if verify and got != entry["sha256"]:
-            raise ValueError(f"{path} and its paths do not match the manifest: re-run prepare_data")
+            raise ArtifactError(path, "and its paths do not match the manifest", "prepare_data")
         return t
-    if verify and sha256_file(path) != entry["sha256"]:
-        raise ValueError(f"{path} does not match the sha256 in its manifest: re-run prepare_data")
-    return load_file(str(path))
+    return read_tensors(path, sha256=entry["sha256"] if verify else None, rule="prepare_data")

@@ -24,7 +24,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from pipeline.io import atomic_save, atomic_write_text, fingerprint
+from pipeline.config import ConfigError
+from pipeline.io import ArtifactError, atomic_save, atomic_write_text, fingerprint, read_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
 
@@ -77,8 +78,14 @@ class FileImages:
 
     def load(self, i: int, train: bool = False, seed: int = 0) -> torch.Tensor:
         """Image ``i`` as uint8 ``[3, S, S]``."""
-        with Image.open(self.root / self.paths[i]) as im:
-            img = TF.pil_to_tensor(im.convert("RGB"))  # uint8 [3, H, W]
+        path = self.root / self.paths[i]
+        try:
+            with Image.open(path) as im:
+                img = TF.pil_to_tensor(im.convert("RGB"))  # uint8 [3, H, W]
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: missing, truncated, not an image
+            raise ArtifactError(
+                path, f"cannot be decoded as an image ({err})", "prepare_data"
+            ) from err
         if not train:
             img = TF.resize(img, [self.resize], antialias=True)
             return TF.center_crop(img, [self.size, self.size])
@@ -161,6 +168,10 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     g = torch.Generator().manual_seed(int(ds["split_seed"]))
     perm = torch.randperm(len(train_paths), generator=g)
     n_val = int(ds["val_size"])
+    if n_val >= len(perm):
+        raise ConfigError(
+            "dataset.val_size", n_val, f"fewer than the {len(perm)} images of {ds['train_dir']}"
+        )
     n_train = len(perm) - n_val if ds.get("train_size") is None else int(ds["train_size"])
     n_train = min(n_train, len(perm) - n_val)
     roots, splits = {}, {}
@@ -232,12 +243,35 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
             "class_counts": torch.bincount(labels, minlength=len(classes)).tolist(),
             "class_mask": mask,
             "sha256": fingerprint({"paths": paths, "labels": labels.tolist()}),
+            "sizes_sha256": fingerprint(_sizes(roots[name], paths)),
         }
     atomic_write_text(json.dumps(manifest, indent=2), out / "manifest.json")
     return manifest
 
 
-def open_images(data_dir: str | Path, split: str, manifest: dict) -> FileImages:
+def _sizes(root: str | Path, paths: list[str]) -> list[int]:
+    return [os.path.getsize(Path(root) / p) for p in paths]
+
+
+def open_images(
+    data_dir: str | Path, split: str, manifest: dict, verify: bool = True
+) -> FileImages:
+    """The images of ``split``; with ``verify`` every file must still have the byte size recorded
+    when the split was prepared (one ``stat`` per image: hashing ImageNet's 150 GB on every load
+    is not affordable; a same-size corruption surfaces when the image is decoded)."""
     entry = manifest["splits"][split]
-    paths = json.loads((Path(data_dir) / f"{split}.paths.json").read_text())
+    paths = read_json(Path(data_dir) / f"{split}.paths.json", "prepare_data")
+    if verify:
+        try:
+            sizes = fingerprint(_sizes(entry["root"], paths))
+        except OSError as err:
+            raise ArtifactError(
+                err.filename, "an image of the prepared split is missing", "prepare_data"
+            ) from err
+        if sizes != entry.get("sizes_sha256"):
+            raise ArtifactError(
+                entry["root"],
+                f"images of split {split!r} changed size since the split was prepared",
+                "prepare_data",
+            )
     return FileImages(entry["root"], paths, manifest["image_size"], manifest["resize"])

@@ -109,12 +109,11 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
 
 def load_trained(path: str | Path) -> tuple[nn.Module, dict]:
     """A model saved by :func:`pipeline.io.save_model` (weights + JSON metadata beside them),
-    rebuilt from its recorded config and returned in eval mode with that metadata."""
-    from safetensors.torch import load_file
+    rebuilt from its recorded config and returned in eval mode with that metadata; verified by
+    :func:`pipeline.io.load_weights`."""
+    from pipeline.io import load_weights
 
-    from pipeline.io import read_json
-
-    meta = read_json(Path(path).with_suffix(".json"))
+    state, meta = load_weights(path)
     model = build_model(meta["config"]["model"], int(meta["num_classes"]), int(meta["in_channels"]))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(state)
     return model.eval(), meta

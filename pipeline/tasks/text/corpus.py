@@ -43,7 +43,16 @@ import numpy as np
 import torch
 
 from pipeline import __version__
-from pipeline.io import atomic_save, atomic_write_text, read_manifest, sha256_file
+from pipeline.config import ConfigError
+from pipeline.imports import code_fingerprint
+from pipeline.io import (
+    ArtifactError,
+    atomic_save,
+    atomic_write_text,
+    read_manifest,
+    read_tensors,
+    sha256_file,
+)
 
 UNK, EOS = 0, 1
 SPECIALS = ("<unk>", "</s>")
@@ -266,7 +275,8 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     top = np.cumsum(sorted(counts.values(), reverse=True)) / max(total, 1)
     manifest = {
         "task": "text",
-        "code_version": __version__,
+        "pipeline_version": __version__,
+        "code_sha256": code_fingerprint("prepare", "text"),
         "config": cfg,
         "max_len": max_len,
         "num_words": len(words),
@@ -296,9 +306,10 @@ def prepare(cfg: dict, out: str | Path) -> dict:
 def load_manifest(data_dir: str | Path) -> dict:
     manifest = read_manifest(data_dir)
     if manifest.get("task") != "text":
-        raise ValueError(
-            f"{Path(data_dir) / 'manifest.json'} is not a prepared text corpus "
-            f"(task={manifest.get('task')!r})"
+        raise ArtifactError(
+            Path(data_dir) / "manifest.json",
+            f"is not a prepared text corpus (task={manifest.get('task')!r})",
+            "prepare_data",
         )
     return manifest
 
@@ -311,20 +322,28 @@ def load_sequences(data_dir: str | Path, split: str, vocab_size: int) -> dict[st
         with ``-1``; ``targets [N, L]`` int64: the sequence (ids ``>= vocab_size`` -> UNK),
         padded with ``-1``; ``lengths [N]``. ``L`` is the longest sequence of the split.
     """
-    from safetensors.torch import load_file
-
     if vocab_size < 3:
         raise ValueError(f"vocab_size must be >= 3 (UNK, EOS and a word), got {vocab_size}")
+    manifest = load_manifest(data_dir)
+    most = len(SPECIALS) + int(manifest["num_words"])
+    if vocab_size > most:
+        raise ConfigError(
+            "vocab_sizes",
+            vocab_size,
+            f"at most {most}: the prepared corpus has {manifest['num_words']} distinct words "
+            f"(+ {len(SPECIALS)} specials)",
+        )
+    entry = manifest["splits"].get(split)
     path = Path(data_dir) / f"{split}.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (prepared splits: {data_dir})")
-    t = load_file(path)
+    if entry is None:
+        raise ArtifactError(path, "is not a split of the prepared corpus", "prepare_data")
+    t = read_tensors(path, sha256=entry["sha256"], rule="prepare_data")
     tokens, offsets = t["tokens"].long(), t["offsets"]
     if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != tokens.numel():
-        raise ValueError(f"{path}: offsets do not index the token array")
+        raise ArtifactError(path, "offsets do not index the token array", "prepare_data")
     lengths = offsets[1:] - offsets[:-1]
     if bool((lengths < 1).any()):
-        raise ValueError(f"{path}: empty sequence")
+        raise ArtifactError(path, "has an empty sequence", "prepare_data")
     n, width = len(lengths), int(lengths.max())
     tokens = torch.where(tokens < vocab_size, tokens, torch.full_like(tokens, UNK))
     pos = torch.arange(width)

@@ -15,18 +15,16 @@ Metric rows: ``split, metric, measure, value`` (the stage adds ``system, group, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from pipeline import methods
 from pipeline.maths import metrics as Mx
 from pipeline.maths.uncertainty import SCORES
 from pipeline.tasks.text import corpus as TD
-from pipeline.tasks.text.teacher import batches
+from pipeline.tasks.text.teacher import batches, check_manifest, load_split
 from pipeline.tasks.text.tokens import categorical_tokens, dirichlet_tokens
 
 SEQ_SCORES = (*SCORES, "seq_nll")
@@ -77,9 +75,7 @@ def evaluate_system(
     and the ensemble from the teacher cache, a student ``model`` run over the splits."""
     vocab = int(num_classes)
     device = device or torch.device("cpu")
-    info = json.loads((Path(teacher_dir) / "manifest.json").read_text())
-    if int(info["vocab"]) != vocab:
-        raise ValueError(f"teacher cache {teacher_dir} is for V={info['vocab']}, not {vocab}")
+    info = check_manifest(Path(teacher_dir), vocab, None)
     if model is not None and int(meta["vocab_size"]) != vocab:
         raise ValueError(f"the student has V={meta['vocab_size']}, expected {vocab}")
     rows, per_seq = [], {}
@@ -88,7 +84,7 @@ def evaluate_system(
         rows.append({"split": split, "metric": metric, "measure": measure, "value": float(value)})
 
     for split in info["splits"]:
-        cache = load_file(Path(teacher_dir) / f"{split}.safetensors")
+        cache = load_split(Path(teacher_dir), split, info)
         key = f"member-{seed}" if group == "member" else "ensemble"
         if model is None and f"{key}.pred" not in cache:
             raise ValueError(f"teacher cache {teacher_dir} has no outputs of {key}")

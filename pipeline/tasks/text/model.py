@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.io import load_state, read_json
+from pipeline.io import load_weights
 
 POOL_BATCHES = 50
 """Length bucketing: each pool of this many batches is sorted by length before it is cut."""
@@ -60,10 +60,11 @@ def build_lm(cfg: dict, vocab_size: int) -> TokenLSTM:
 
 
 def load_lm(path: str | Path) -> tuple[TokenLSTM, dict]:
-    """A trained model and its metadata (``meta.json`` beside the weights)."""
-    meta = read_json(Path(path).with_suffix(".json"))
+    """A trained model and its metadata (``meta.json`` beside the weights), verified by
+    :func:`pipeline.io.load_weights`."""
+    state, meta = load_weights(path)
     model = build_lm(meta["config"]["model"], int(meta["vocab_size"]))
-    model.load_state_dict(load_state(path))
+    model.load_state_dict(state)
     return model.eval(), meta
 
 

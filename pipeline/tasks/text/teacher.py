@@ -18,11 +18,21 @@ from pathlib import Path
 import torch
 
 from pipeline import __version__, methods
-from pipeline.io import atomic_save, atomic_write_text, sha256_file
+from pipeline.imports import code_fingerprint
+from pipeline.io import (
+    ArtifactError,
+    atomic_save,
+    atomic_write_text,
+    read_json,
+    read_tensors,
+    sha256_file,
+)
 from pipeline.maths.stats import TeacherStats, online_teacher_stats
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.model import load_lm, load_members, member_logits, token_eval, trim
 from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
+
+RULE = "cache_teacher"  # the rule that writes the teacher cache
 
 
 def eval_splits(manifest: dict) -> list[str]:
@@ -55,12 +65,19 @@ def build_teacher(
             raise ValueError(f"member {p} has V={m.vocab_size}, expected {vocab}")
     names = [f"member-{meta['seed']}" for _, meta in loaded]  # systems are named by seed
     out.mkdir(parents=True, exist_ok=True)
-    tokens = {}
+    tokens, sha = {}, {}
     for split in eval_splits(manifest):
         seqs = TD.load_sequences(data_dir, split, vocab)
         parts: dict[str, list[torch.Tensor]] = {}
         for x, y in batches(seqs, batch):
             z = [m(x) for m in members]
+            for p, zj in zip(member_paths, z, strict=True):
+                if not bool(zj.isfinite().all()):
+                    raise ArtifactError(
+                        p,
+                        f"gives non-finite outputs on split {split!r} (diverged?)",
+                        "train_member",
+                    )
             rows = {"ensemble": ensemble_tokens(z, y)}
             for name, zj in zip(names, z, strict=True):
                 rows[name] = categorical_tokens(zj, y)
@@ -73,29 +90,43 @@ def build_teacher(
         tensors["seq"] = torch.repeat_interleave(torch.arange(len(lengths)), lengths).int()
         atomic_save(tensors, out / f"{split}.safetensors")
         tokens[split] = int(tensors["target"].numel())
+        sha[split] = sha256_file(out / f"{split}.safetensors")
     info = {
-        "code_version": __version__,
+        "pipeline_version": __version__,
+        "code_sha256": code_fingerprint("teacher", "text"),
         "vocab": vocab,
         "members": [str(p) for p in member_paths],
         "member_sha256": [sha256_file(p) for p in member_paths],
         "splits": eval_splits(manifest),
         "tokens": tokens,
+        "sha256": sha,
     }
     atomic_write_text(json.dumps(info, indent=2), out / "manifest.json")
     return info
 
 
 def check_manifest(teacher_dir: Path, vocab: int, member_files: list[Path]) -> dict:
-    """The teacher manifest of ``teacher_dir``, checked against ``vocab`` and the members."""
-    info = json.loads((Path(teacher_dir) / "manifest.json").read_text())
+    """The teacher manifest of ``teacher_dir``, checked against ``vocab`` and the members
+    (``member_files=None``: not checked)."""
+    info = read_json(Path(teacher_dir) / "manifest.json", RULE)
     if int(info["vocab"]) != vocab:
-        raise ValueError(f"teacher cache {teacher_dir} is for V={info['vocab']}, not {vocab}")
+        raise ArtifactError(
+            teacher_dir, f"the teacher cache is for V={info['vocab']}, not {vocab}", RULE
+        )
     if member_files is not None and [sha256_file(p) for p in member_files] != info["member_sha256"]:
-        raise ValueError(
-            f"teacher cache {teacher_dir} was built from other members than "
-            f"{[str(p) for p in member_files]}: rebuild it (rule cache_teacher)"
+        raise ArtifactError(
+            teacher_dir,
+            f"the teacher cache was built from other members than {[str(p) for p in member_files]}",
+            RULE,
         )
     return info
+
+
+def load_split(teacher_dir: Path, split: str, info: dict) -> dict[str, torch.Tensor]:
+    """One split of the teacher cache, checked against the sha256 in its manifest ``info``."""
+    return read_tensors(
+        Path(teacher_dir) / f"{split}.safetensors", sha256=info["sha256"][split], rule=RULE
+    )
 
 
 class OnlineTeacher:

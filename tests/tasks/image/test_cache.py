@@ -4,6 +4,7 @@ import shutil
 import pytest
 import torch
 
+from pipeline.io import ArtifactError
 from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Sm
 from pipeline.tasks.image import cache as T
@@ -84,7 +85,7 @@ def test_tampered_or_reshaped_cache_is_rejected(cache, tmp_path):
     raw = bytearray(p.read_bytes())
     raw[-2] ^= 0x55
     p.write_bytes(bytes(raw))
-    with pytest.raises(T.CacheMismatchError, match="sha256"):
+    with pytest.raises(ArtifactError, match="val.safetensors: does not match the sha256"):
         T.load_split(bad, "val")
     m = json.loads((bad / "manifest.json").read_text())
     m["splits"]["test"]["n"] = 149

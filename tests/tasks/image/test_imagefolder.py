@@ -53,6 +53,9 @@ def imagenet_cfg(tree, results) -> dict:
         "workers": 2,
         "amp": False,
     }
+    for part in ("ensemble", "students"):  # adamw here: the SGD-only keys would be refused
+        for key in ("momentum", "nesterov"):
+            cfg[part].pop(key, None)
     cfg["ensemble"].update(seeds=[0, 1], **small)
     cfg["students"].update(seeds=[0], **small)
     cfg["teacher"].update(shard_size=7, batch_size=5)

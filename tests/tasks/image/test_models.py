@@ -51,4 +51,4 @@ def test_trained_model_reloads_from_its_metadata(tmp_path):
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(again(x), model(x)) and not again.training
-    assert meta["num_classes"] == 5 and "code_version" in meta
+    assert meta["num_classes"] == 5 and "weights_sha256" in meta

@@ -66,7 +66,7 @@ def test_austen_has_six_novels_and_their_chapters():
 @needs_corpus
 def test_prepare_splits_vocab_and_ood_sets(prepared):
     out, manifest = prepared
-    assert manifest["config"]["dataset"]["max_len"] == 20 and manifest["code_version"]
+    assert manifest["config"]["dataset"]["max_len"] == 20 and manifest["pipeline_version"]
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab[:2] == list(TD.SPECIALS) and len(vocab) == manifest["num_words"] + 2
     train = load_file(out / "train.safetensors")
@@ -139,11 +139,16 @@ def test_missing_corpus_names_the_install_step(tmp_path):
 
 
 def test_load_rejects_a_corrupt_split(tmp_path):
-    from pipeline.io import atomic_save
+    from pipeline.io import atomic_save, sha256_file
 
+    path = tmp_path / "test.safetensors"
     atomic_save(
-        {"tokens": torch.arange(5, dtype=torch.int32), "offsets": torch.tensor([0, 2, 4])},
-        tmp_path / "test.safetensors",
+        {"tokens": torch.arange(5, dtype=torch.int32), "offsets": torch.tensor([0, 2, 4])}, path
     )
-    with pytest.raises(ValueError, match="offsets"):
+    splits = {"test": {"n": 2, "tokens": 5, "sha256": sha256_file(path)}}
+    manifest = {"task": "text", "num_words": 8, "splits": splits}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="test.safetensors: offsets do not index"):
         TD.load_sequences(tmp_path, "test", 10)
+    with pytest.raises(ValueError, match="vocab_sizes: 11 is not allowed: at most 10"):
+        TD.load_sequences(tmp_path, "test", 11)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.io import atomic_save
+from pipeline.io import atomic_save, sha256_file
 from pipeline.maths.dirichlet import student_alphas
 from pipeline.maths.uncertainty import (
     SCORES,
@@ -48,7 +48,12 @@ def trained(tmp_path_factory):
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths, 0)])
         atomic_save({"tokens": tokens, "offsets": offsets}, data / f"{split}.safetensors")
     man = json.loads((data / "manifest.json").read_text())
-    man["splits"].update({"test": {"n": 20}, "ood_noise": {"n": 15}})
+    man["splits"].update(
+        {
+            s: {"n": n, "sha256": sha256_file(data / f"{s}.safetensors")}
+            for s, n in (("test", 20), ("ood_noise", 15))
+        }
+    )
     (data / "manifest.json").write_text(json.dumps(man))
     members = []
     for seed in (3, 5):

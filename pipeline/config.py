@@ -1,0 +1,126 @@
+"""Config checks the JSON schema cannot express, run by the workflow before any job starts.
+
+The schema (``workflow/schemas/``) checks types, ranges and unknown keys. :func:`check` adds the
+rules between keys and the ones that need a clearer message than a schema error: a config that
+passes both is one every job can run. Each failure is a :class:`ConfigError` naming the key, the
+value given and what is allowed. Torch-free (imported while Snakemake builds the DAG).
+
+Checks that need the prepared data (a vocabulary size beyond the corpus, an ImageFolder
+``val_size`` beyond the number of images) run in the prepare stage, the first job of a run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pipeline import methods
+
+RESULTS_PATTERN = re.compile(r"^[A-Za-z0-9_.+/=,@:~-]+$")
+ADAM_KEYS = ("betas",)
+SGD_KEYS = ("momentum", "nesterov")
+
+
+class ConfigError(ValueError):
+    """A config value no job can run with."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"config key {key}: {value!r} is not allowed: {allowed}")
+
+
+def check_keys(config: dict) -> None:
+    """What must hold before the schema is applied (the schema validator itself fails with a
+    TypeError on non-string keys): ``ensemble.overrides`` is keyed by seeds of
+    ``ensemble.seeds`` written as strings."""
+    ens = config.get("ensemble") or {}
+    seeds = [str(s) for s in ens.get("seeds", [])]
+    for key in ens.get("overrides") or {}:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"ensemble.overrides.{key}",
+                key,
+                f"keys are seeds written as strings (quote it: '{key}': ...)",
+            )
+        if key not in seeds:
+            raise ConfigError(f"ensemble.overrides.{key}", key, f"a seed of ensemble.seeds {seeds}")
+
+
+def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
+    """``(key prefix, training config)`` of every job that trains: each member (shared settings
+    + its overrides) and the students."""
+    ens = config["ensemble"]
+    shared = {k: v for k, v in ens.items() if k not in ("seeds", "overrides")}
+    overrides = ens.get("overrides") or {}
+    for seed in ens["seeds"]:
+        own = overrides.get(str(seed), {})
+        prefix = f"ensemble.overrides.{seed}" if own else "ensemble"
+        yield prefix, {**shared, **own}
+    yield "students", {k: v for k, v in config["students"].items() if k != "methods"}
+
+
+def check_training(prefix: str, cfg: dict) -> None:
+    """Optimiser, schedule and loss settings of one training job."""
+    opt = cfg.get("optimizer", "adamw")
+    wrong = SGD_KEYS if opt in ("adam", "adamw") else ADAM_KEYS
+    for key in wrong:
+        if key in cfg:
+            raise ConfigError(
+                f"{prefix}.{key}",
+                cfg[key],
+                f"{key} does not apply to optimizer {opt!r} (betas: adam, adamw; momentum, "
+                "nesterov: sgd); remove it",
+            )
+    if opt == "sgd" and cfg.get("nesterov", True) and float(cfg.get("momentum", 0.9)) <= 0:
+        raise ConfigError(
+            f"{prefix}.momentum",
+            cfg.get("momentum"),
+            "Nesterov SGD needs momentum > 0 (or set nesterov: false)",
+        )
+    epochs = int(cfg["epochs"])
+    for m in cfg.get("milestones", []):
+        if not 1 <= int(m) < epochs:
+            raise ConfigError(
+                f"{prefix}.milestones", cfg["milestones"], f"epochs between 1 and {epochs - 1}"
+            )
+    if cfg.get("milestones") and cfg.get("schedule", "cosine") != "multistep":
+        raise ConfigError(
+            f"{prefix}.milestones", cfg["milestones"], "only with schedule: multistep"
+        )
+    if float(cfg.get("warmup_epochs", 0)) >= epochs:
+        raise ConfigError(
+            f"{prefix}.warmup_epochs", cfg["warmup_epochs"], f"fewer than epochs ({epochs})"
+        )
+    if not 0 <= float(cfg.get("label_smoothing", 0.0)) < 1:
+        raise ConfigError(
+            f"{prefix}.label_smoothing", cfg["label_smoothing"], "0 <= label_smoothing < 1"
+        )
+
+
+def check(config: dict, task: str) -> None:
+    """Everything the schema does not say; raises :class:`ConfigError` on the first problem."""
+    results = config.get("results")
+    if not isinstance(results, str) or not RESULTS_PATTERN.match(results):
+        raise ConfigError(
+            "results",
+            results,
+            "a non-empty path of letters, digits and _ . + / = , @ : ~ - (no spaces or quotes: "
+            "it is passed to shell commands)",
+        )
+    check_keys(config)
+    for prefix, cfg in training_slices(config):
+        check_training(prefix, cfg)
+    for method, options in config["students"]["methods"].items():
+        try:
+            methods.resolve_options(method, options or {})
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"students.methods.{method}", options, str(err)) from err
+    ood = config.get("ood") or {}
+    if ood.get("corruptions") and not ood.get("severities", [1]):
+        raise ConfigError("ood.severities", [], "at least one severity in 1..5 with corruptions")
+    ds = config.get("dataset") or {}
+    if task == "text":
+        if int(ds.get("val_mod", 8)) == int(ds.get("test_mod", 9)):
+            raise ConfigError(
+                "dataset.test_mod", ds.get("test_mod"), "a residue other than dataset.val_mod"
+            )
