@@ -9,14 +9,9 @@ import pytest
 
 from pipeline.tables import read_tidy
 from pipeline.tasks import spec
-from tests.workflow.helpers import REPO, job_counts, run_config, snakemake, write_config
+from tests.workflow.helpers import REPO, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_config("smoke", tmp_path_factory.mktemp("smoke"))
 
 
 def test_tables_hold_every_system_with_sane_metrics(smoke):

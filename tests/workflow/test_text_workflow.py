@@ -4,10 +4,9 @@ V and system evaluated, the sweep tables and figure, reruns, validation. About a
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from safetensors.torch import load_file
 
-from tests.workflow.helpers import REPO, job_counts, run_config, snakemake, write_config
+from tests.workflow.helpers import REPO, job_counts, snakemake, write_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -16,13 +15,6 @@ pytestmark = [
         reason="run scripts/install.sh to fetch the corpora",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def text_smoke(tmp_path_factory):
-    dataset = yaml.safe_load((REPO / "config" / "text_smoke.yaml").read_text())["dataset"]
-    dataset = {**dataset, "root": str(REPO / dataset["root"])}
-    return run_config("text_smoke", tmp_path_factory.mktemp("text_smoke"), dataset=dataset)
 
 
 def test_sweep_holds_every_vocab_and_system(text_smoke):
