@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from pipeline.io import atomic_path, atomic_torch_save, fingerprint, reported, save_model
+from pipeline.progress import JOB, Progress, job
+from pipeline.progress import add_arguments as add_progress_arguments
 from pipeline.resources import ResourceRecord
 
 CPU = torch.device("cpu")
@@ -226,63 +228,97 @@ def fit(
     stop_after = os.environ.get(STOP_AFTER_ENV)
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        torch.manual_seed(_epoch_seed(seed, epoch) + 1)
-        model.train()
-        if feed.batcher is None:
-            perm = torch.randperm(n, generator=g)
-            batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
-        else:
-            batches = feed.batcher(n, bs, g)
-            if len(batches) != steps:
-                raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
-        total, count = 0.0, 0
-        for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
-            x = x.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), idx, epoch)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise Diverged(f"the training loss is {value}", epoch, step, steps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-                if not torch.isfinite(norm):
-                    raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
-            opt.step()
-            sched.step()
-            total += value * len(idx)
-            count += len(idx)
-        row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
-        row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
-        if eval_fn is not None:
-            model.eval()
-            with torch.no_grad():
-                row.update(eval_fn(model, epoch))
-        dt = time.perf_counter() - t0
-        row.update({"seconds": dt, "examples_per_s": count / dt})
-        history.append(row)
-        log(
-            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        )
-        atomic_torch_save(
-            {
-                "fingerprint": fp,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "history": history,
-            },
-            ckpt_path,
-        )
-        if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
-            raise Interrupted(f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})")
+    board = _board(start * steps)
+    try:
+        board_every = max(1, steps // 100)  # at most ~100 step points per epoch
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+            torch.manual_seed(_epoch_seed(seed, epoch) + 1)
+            model.train()
+            if feed.batcher is None:
+                perm = torch.randperm(n, generator=g)
+                batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
+            else:
+                batches = feed.batcher(n, bs, g)
+                if len(batches) != steps:
+                    raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
+            total, count = 0.0, 0
+            progress = Progress(
+                n,
+                f"{JOB.name} epoch {epoch + 1}/{epochs}",
+                log=log,
+                info={"epoch": epoch + 1, "epochs": epochs, "steps": steps},
+            )
+            for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
+                x = x.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), idx, epoch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise Diverged(f"the training loss is {value}", epoch, step, steps)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+                    if not torch.isfinite(norm):
+                        raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
+                opt.step()
+                sched.step()
+                total += value * len(idx)
+                count += len(idx)
+                progress.update(len(idx), value)
+                if board is not None and (step + 1) % board_every == 0:
+                    board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
+            row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
+            row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
+            if eval_fn is not None:
+                model.eval()
+                with torch.no_grad():
+                    row.update(eval_fn(model, epoch))
+            dt = time.perf_counter() - t0
+            row.update({"seconds": dt, "examples_per_s": count / dt})
+            history.append(row)
+            log(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
+            if board is not None:  # every learning-curve quantity, against the global step
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
+                        board.add_scalar(f"epoch/{key}", value, (epoch + 1) * steps)
+                board.flush()
+            atomic_torch_save(
+                {
+                    "fingerprint": fp,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "history": history,
+                },
+                ckpt_path,
+            )
+            if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
+                raise Interrupted(
+                    f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})"
+                )
+    finally:
+        if board is not None:
+            board.close()
     return history
+
+
+def _board(start_step: int):
+    """The job's TensorBoard writer (``None`` without a TensorBoard folder); a resumed job
+    drops the events logged after its checkpoint (``purge_step``)."""
+    if JOB.tensorboard is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(JOB.tensorboard), purge_step=start_step or None)
 
 
 def write_history(history: list[dict], path: str | Path) -> None:
@@ -366,14 +402,20 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
+    add_progress_arguments(ap)
     if extra_args:
         extra_args(ap)
     args = ap.parse_args()
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
+    name = " ".join(
+        [stage, str(cfg.get("method", "")), f"seed={args.seed}"]
+        + ([f"V={args.num_classes}"] if args.num_classes else [])
+    ).replace("  ", " ")
     try:
         with (
             reported(),
+            job(name, args.progress, args.tensorboard),
             ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec,
         ):
             history = run(args, cfg, lambda s: print(s, flush=True))

@@ -27,6 +27,8 @@ import torch
 from pipeline import methods, tasks
 from pipeline.engine import select_device, set_threads
 from pipeline.io import ArtifactError, atomic_save, atomic_write_text, read_json, reported
+from pipeline.progress import add_arguments as add_progress_arguments
+from pipeline.progress import job
 from pipeline.resources import ResourceRecord
 
 
@@ -90,10 +92,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resources-json", type=Path, default=None)
+    add_progress_arguments(ap)
     args = ap.parse_args()
     set_threads(args.threads)
     device = select_device(args.device)
-    with reported(), ResourceRecord(args.resources_json, "evaluate", device) as rec:
+    name = f"evaluate {args.system}" + (f" V={args.num_classes}" if args.num_classes else "")
+    with (
+        reported(),
+        job(name, args.progress),
+        ResourceRecord(args.resources_json, "evaluate", device) as rec,
+    ):
         table = evaluate(
             args.task,
             args.system,

@@ -18,6 +18,8 @@ from pathlib import Path
 from pipeline import tasks
 from pipeline.engine import select_device, set_threads
 from pipeline.io import reported
+from pipeline.progress import add_arguments as add_progress_arguments
+from pipeline.progress import job
 from pipeline.resources import ResourceRecord
 
 
@@ -33,12 +35,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
+    add_progress_arguments(ap)
     args = ap.parse_args()
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     impl = tasks.load(args.task)
     device = select_device(args.device)
-    with reported(), ResourceRecord(args.resources_json, "cache_teacher", device) as rec:
+    name = "cache_teacher" + (f" V={args.num_classes}" if args.num_classes else "")
+    with (
+        reported(),
+        job(name, args.progress),
+        ResourceRecord(args.resources_json, "cache_teacher", device) as rec,
+    ):
         _, rec.samples = impl.build_teacher(
             args.data,
             args.members,

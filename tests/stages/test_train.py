@@ -1,5 +1,7 @@
 """Stage train: members through the shared engine — resumable, deterministic, seeded."""
 
+import json
+
 import pytest
 import torch
 
@@ -118,3 +120,32 @@ def test_member_learns_the_toy_task(members):
     meta = json.loads(members[0].with_suffix(".json").read_text())
     assert meta["history"][-1]["val_acc"] > 0.5
     assert meta["config"]["model"]["name"] == "small_cnn" and "code_sha256" in meta
+
+
+def test_training_reports_progress_and_writes_tensorboard(prepared, tmp_path, monkeypatch):
+    """Progress lines inside every epoch at the configured rate (here: every step) and a
+    TensorBoard run that tensorboard's own reader opens, holding the learning curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pipeline import progress as P
+
+    monkeypatch.setenv(P.EVERY_ENV, "0")
+    cfg = {**MEMBER_CFG, "epochs": 2}
+    lines = []
+    board = tmp_path / "tb" / "members" / "seed0"
+    with P.job("train_member seed=0", tmp_path / "p.json", board):
+        train_member("image", prepared, cfg, 0, tmp_path / "m.safetensors", tmp_path / "c.pt",
+                     log=lines.append)  # fmt: skip
+    steps = -(-500 // cfg["batch_size"])  # 500 training images
+    progress = [x for x in lines if x.startswith("train_member seed=0 epoch ")]
+    assert len(progress) == 2 * steps
+    assert progress[steps - 1].startswith("train_member seed=0 epoch 1/2: 100% 500/500 ex [")
+    assert "loss=" in progress[0] and "ex/s" in progress[0]
+    events = EventAccumulator(str(board))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"epoch/train_loss", "epoch/lr", "epoch/val_acc", "epoch/val_nll"} <= tags
+    assert {"epoch/examples_per_s", "step/train_loss"} <= tags
+    assert [e.step for e in events.Scalars("epoch/val_acc")] == [steps, 2 * steps]
+    assert len(events.Scalars("step/train_loss")) == 2 * steps
+    assert json.loads((tmp_path / "p.json").read_text())["state"] == "done"

@@ -11,6 +11,7 @@ from pipeline import tasks
 from pipeline.config import check as check_config, check_keys
 from pipeline.imports import stage_closure
 from pipeline.methods import needs_members
+from pipeline.progress import record_for
 
 
 TASK = config.get("task", "image")
@@ -72,6 +73,12 @@ def runs(pattern, **wildcards):
 def fill(pattern):
     """A params function: `pattern` with the job's wildcards filled in."""
     return lambda wc: pattern.format(**dict(wc.items()))
+
+
+def progress_record(log):
+    """A params function: the progress record of the job whose log pattern is ``log``
+    (pipeline.progress.record_for; pipeline.status reads it)."""
+    return fill(str(record_for(log)))
 
 
 def k_arg(wc):

@@ -1,3 +1,6 @@
+STUDENT_LOG = f"{RUN}/logs/distill/{{method}}/seed{{seed}}.log"
+
+
 rule distill:
     """Train one student from the teacher (same budget for every method)."""
     input:
@@ -13,6 +16,8 @@ rule distill:
         history=f"{RUN}/students/{{method}}/seed{{seed}}/history.csv",
         res=f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
     params:
+        progress=progress_record(STUDENT_LOG),
+        tensorboard=fill(f"{RUN}/tensorboard/students/{{method}}/seed{{seed}}"),
         task=TASK,
         device=DEVICE,
         k=k_arg,
@@ -21,7 +26,7 @@ rule distill:
         teacher=lambda wc, input: os.path.dirname(input.teacher),
         ckpt=fill(f"{RUN}/checkpoints/students/{{method}}/seed{{seed}}.pt"),
     log:
-        f"{RUN}/logs/distill/{{method}}/seed{{seed}}.log",
+        STUDENT_LOG,
     benchmark:
         f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.tsv"
     threads: THREADS
@@ -34,4 +39,5 @@ rule distill:
         " --teacher {params.teacher:q} --members {input.members:q} --seed {wildcards.seed}"
         " --config-json {params.cfg:q} --device {params.device} --out {output.model:q}"
         " --ckpt {params.ckpt:q} --threads {threads}"
-        " --resources-json {output.res:q} > {log:q} 2>&1"
+        " --resources-json {output.res:q}"
+        " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+MEMBER_LOG = f"{RUN}/logs/train_member/seed{{seed}}.log"
+
+
 rule train_member:
     """Train one deep-ensemble member (members differ only by seed, unless overridden)."""
     input:
@@ -10,6 +13,8 @@ rule train_member:
         history=f"{RUN}/members/seed{{seed}}/history.csv",
         res=f"{RUN}/benchmarks/train_member/seed{{seed}}.resources.json",
     params:
+        progress=progress_record(MEMBER_LOG),
+        tensorboard=fill(f"{RUN}/tensorboard/members/seed{{seed}}"),
         task=TASK,
         device=DEVICE,
         k=k_arg,
@@ -17,7 +22,7 @@ rule train_member:
         data=lambda wc, input: os.path.dirname(input.manifest),
         ckpt=fill(f"{RUN}/checkpoints/members/seed{{seed}}.pt"),
     log:
-        f"{RUN}/logs/train_member/seed{{seed}}.log",
+        MEMBER_LOG,
     benchmark:
         f"{RUN}/benchmarks/train_member/seed{{seed}}.tsv"
     threads: THREADS
@@ -29,4 +34,5 @@ rule train_member:
         "python -m pipeline.stages.train --task {params.task} --data {params.data:q} {params.k}"
         " --seed {wildcards.seed} --config-json {params.cfg:q} --device {params.device}"
         " --out {output.model:q} --ckpt {params.ckpt:q} --threads {threads}"
-        " --resources-json {output.res:q} > {log:q} 2>&1"
+        " --resources-json {output.res:q}"
+        " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"

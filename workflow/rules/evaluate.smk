@@ -1,3 +1,6 @@
+EVAL_LOG = f"{RUN}/logs/evaluate/{{system}}.log"
+
+
 rule evaluate:
     """The task's metrics (point predictions, uncertainty, PRR, OOD detection...) of one system."""
     input:
@@ -12,6 +15,7 @@ rule evaluate:
         arrays=f"{RUN}/eval/{{system}}/{SPEC.arrays}",
         res=f"{RUN}/benchmarks/evaluate/{{system}}.resources.json",
     params:
+        progress=progress_record(EVAL_LOG),
         task=TASK,
         device=DEVICE,
         k=k_arg,
@@ -23,7 +27,7 @@ rule evaluate:
     wildcard_constraints:
         system=r"member-\d+|ensemble|[a-z0-9_]+-seed\d+",
     log:
-        f"{RUN}/logs/evaluate/{{system}}.log",
+        EVAL_LOG,
     benchmark:
         f"{RUN}/benchmarks/evaluate/{{system}}.tsv"
     threads: THREADS
@@ -35,4 +39,5 @@ rule evaluate:
         "python -m pipeline.stages.evaluate --task {params.task} --system {wildcards.system} {params.k}"
         " --data {params.data:q} --teacher {params.teacher:q} {params.model} --out {params.out:q}"
         " --config-json {params.cfg:q} --device {params.device} --threads {threads}"
-        " --resources-json {output.res:q} > {log:q} 2>&1"
+        " --resources-json {output.res:q}"
+        " --progress {params.progress:q} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+TEACHER_LOG = f"{RUN}/logs/cache_teacher.log"
+
+
 rule cache_teacher:
     """Run every member once over the splits the task's teacher artifact holds."""
     input:
@@ -10,6 +13,7 @@ rule cache_teacher:
         splits=teacher_files(),
         res=f"{RUN}/benchmarks/cache_teacher.resources.json",
     params:
+        progress=progress_record(TEACHER_LOG),
         task=TASK,
         device=DEVICE,
         k=k_arg,
@@ -18,7 +22,7 @@ rule cache_teacher:
         out=lambda wc, output: os.path.dirname(output.manifest),
         seeds=" ".join(map(str, MEMBER_SEEDS)),
     log:
-        f"{RUN}/logs/cache_teacher.log",
+        TEACHER_LOG,
     benchmark:
         f"{RUN}/benchmarks/cache_teacher.tsv"
     threads: int(config.get("teacher", {}).get("threads", THREADS))  # one job the rest wait on
@@ -30,4 +34,5 @@ rule cache_teacher:
         "python -m pipeline.stages.teacher --task {params.task} --data {params.data:q} {params.k}"
         " --members {input.members:q} --seeds {params.seeds} --out {params.out:q}"
         " --config-json {params.cfg:q} --device {params.device} --threads {threads}"
-        " --resources-json {output.res:q} > {log:q} 2>&1"
+        " --resources-json {output.res:q}"
+        " --progress {params.progress:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.engine import CPU, Feed
+from pipeline.progress import Progress
 
 
 def iterate_batches(
@@ -78,21 +79,35 @@ def make_feed(images, cfg: dict, device: torch.device) -> Feed:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images, device: torch.device = CPU, batch_size: int = 1024, workers: int = 0
+    model: nn.Module,
+    images,
+    device: torch.device = CPU,
+    batch_size: int = 1024,
+    workers: int = 0,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """float32 logits ``[N, K]`` of ``model`` (eval mode) over uint8 ``images [N, ...]`` or a
-    file-backed image set (decoded by ``workers`` DataLoader workers)."""
+    file-backed image set (decoded by ``workers`` DataLoader workers); ``progress`` counts the
+    images."""
     model.eval().to(device)
     n = images.shape[0]
     batches = [torch.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     out = []
     for _, xb in iterate_batches(images, batches, workers=workers, pin=device.type == "cuda"):
         out.append(model(to_float(xb).to(device, non_blocking=True)).float().cpu())
+        if progress is not None:
+            progress.update(len(xb))
     return torch.cat(out)
 
 
 def predict_log_probs(
-    model: nn.Module, images, device: torch.device = CPU, batch_size: int = 1024, workers: int = 0
+    model: nn.Module,
+    images,
+    device: torch.device = CPU,
+    batch_size: int = 1024,
+    workers: int = 0,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """float32 log-softmax ``[N, K]``: :func:`predict_logits` normalised."""
-    return torch.log_softmax(predict_logits(model, images, device, batch_size, workers), -1)
+    logits = predict_logits(model, images, device, batch_size, workers, progress)
+    return torch.log_softmax(logits, -1)

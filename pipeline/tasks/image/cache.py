@@ -45,6 +45,7 @@ from pipeline.io import (
 from pipeline.maths import metrics as Mx
 from pipeline.maths.dirichlet import EPS
 from pipeline.maths.stats import TeacherStats, teacher_stats
+from pipeline.progress import JOB, Progress
 from pipeline.tasks.image import data as D
 from pipeline.tasks.image.batches import predict_log_probs, predict_logits
 from pipeline.tasks.image.models import load_trained
@@ -119,6 +120,8 @@ def build_cache(
     }
     shard_size = int(cfg.get("shard_size", 1 << 62))
     workers = int(cfg.get("workers", 0))
+    total = sum(int(e["n"]) for e in data_manifest["splits"].values()) * len(models)
+    progress = Progress(total, f"{JOB.name} (images x members)", unit="img", log=log)
     for split in data_manifest["splits"]:
         d = D.load_split(data_dir, split)
         n = len(d["labels"])
@@ -142,7 +145,9 @@ def build_cache(
             )
             lp = torch.stack(
                 [
-                    predict_log_probs(m, images, device, int(cfg.get("batch_size", 1024)), workers)
+                    predict_log_probs(
+                        m, images, device, int(cfg.get("batch_size", 1024)), workers, progress
+                    )
                     for m in models
                 ],
                 dim=1,

@@ -31,6 +31,7 @@ from pipeline.maths.uncertainty import (
     ensemble_uncertainty,
     scores,
 )
+from pipeline.progress import JOB, Progress
 from pipeline.tasks.image import cache as C
 from pipeline.tasks.image import data as D
 from pipeline.tasks.image.batches import predict_logits
@@ -78,6 +79,8 @@ def predictions(
     if model is not None:
         m_off = methods.model_offset(group, meta["options"])
         workers = int(meta["config"].get("workers", 0))
+    total = sum(int(D.load_manifest(data_dir)["splits"][s]["n"]) for s in splits)
+    progress = Progress(total, f"{JOB.name} (images)", unit="img") if model is not None else None
     for split in splits:
         if model is None:
             c = C.load_split(cache_dir, split)
@@ -89,7 +92,8 @@ def predictions(
             raw[split] = lp
         else:
             images = D.load_split(data_dir, split)["images"]
-            raw[split] = predict_logits(model, images, device, workers=workers).double()
+            logits = predict_logits(model, images, device, workers=workers, progress=progress)
+            raw[split] = logits.double()
     out = {s: _measure(raw[s], group, m_off, masks.get(s)) for s in splits}
     for s in splits:
         if s.startswith("ood_") and masks.get(s) is not None:

@@ -23,6 +23,7 @@ import torch
 from pipeline import methods
 from pipeline.maths import metrics as Mx
 from pipeline.maths.uncertainty import SCORES
+from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.teacher import batches, check_manifest, load_split
 from pipeline.tasks.text.tokens import categorical_tokens, dirichlet_tokens
@@ -39,9 +40,11 @@ def student_outputs(
     dirichlet = methods.get(method).dirichlet
     model.to(device)
     parts: dict[str, list] = {}
+    progress = Progress(len(seqs["lengths"]), f"{JOB.name} (sequences)", unit="seq")
     for x, y in batches(seqs, batch):
         x, y = x.to(device), y.to(device)
         z = model(x)
+        progress.update(x.shape[0])
         out = dirichlet_tokens(z, m_off, y) if dirichlet else categorical_tokens(z, y)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.cpu())

@@ -28,6 +28,7 @@ from pipeline.io import (
     sha256_file,
 )
 from pipeline.maths.stats import TeacherStats, online_teacher_stats
+from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.model import load_lm, load_members, member_logits, token_eval, trim
 from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
@@ -66,11 +67,14 @@ def build_teacher(
     names = [f"member-{meta['seed']}" for _, meta in loaded]  # systems are named by seed
     out.mkdir(parents=True, exist_ok=True)
     tokens, sha = {}, {}
+    total = sum(int(manifest["splits"][s]["n"]) for s in eval_splits(manifest))
+    progress = Progress(total, f"{JOB.name} (sequences, all members)", unit="seq")
     for split in eval_splits(manifest):
         seqs = TD.load_sequences(data_dir, split, vocab)
         parts: dict[str, list[torch.Tensor]] = {}
         for x, y in batches(seqs, batch):
             z = [m(x) for m in members]
+            progress.update(x.shape[0])
             for p, zj in zip(member_paths, z, strict=True):
                 if not bool(zj.isfinite().all()):
                     raise ArtifactError(

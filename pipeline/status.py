@@ -1,0 +1,168 @@
+"""Where a run stands: one line per job of the workflow (done, running with its progress and
+ETA, failed or killed with the last line of its log, outdated, not started).
+
+    python -m pipeline.status [--configfile config/smoke.yaml] [--json]
+
+The job list and what is up to date come from Snakemake itself (``snakemake --summary``, which
+takes no lock, so this runs beside a live run, e.g. on a login node while SLURM runs the jobs);
+what a started job is doing comes from the files it writes: its progress record
+(``<run>/progress/<rule>/<job>.json``, :mod:`pipeline.progress`) and its log. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.progress import DEFAULT_EVERY, record_for
+
+REPO = Path(__file__).resolve().parents[1]
+STALE_AFTER = 4 * DEFAULT_EVERY + 60  # seconds without an update: a job on another host is lost
+
+
+@dataclass
+class JobStatus:
+    job: str  # the rule and the job's name (its log path below logs/)
+    state: str  # done | running | failed | stopped | killed | lost | outdated | not started
+    progress: str = ""  # "epoch 2/5 38% ETA 00:19 loss=0.53"
+    detail: str = ""  # the error or the last log line
+
+
+def summary(configfile: str | None, cwd: Path = REPO) -> list[dict]:
+    """``snakemake --summary`` rows: output_file, date, rule, log-file(s), status, plan."""
+    cmd = ["snakemake", "--summary", "--nolock"]
+    if configfile:
+        cmd[1:1] = ["--configfile", str(configfile)]
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    lines = [line for line in r.stdout.splitlines() if "\t" in line]
+    if r.returncode != 0 or not lines:
+        raise SystemExit(f"snakemake --summary failed:\n{r.stderr[-3000:]}")
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+
+
+def last_line(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
+def _alive(record: dict) -> bool | None:
+    """Whether the record's process runs (``None``: it runs on another host, unknown)."""
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
+        return None
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def progress_text(record: dict) -> str:
+    parts = []
+    if record.get("epochs"):
+        parts.append(f"epoch {record['epoch']}/{record['epochs']}")
+    if record.get("total"):
+        parts.append(f"{100 * record.get('done', 0) / record['total']:.0f}%")
+        parts.append(f"ETA {_eta(record.get('eta_s'))}")
+    if record.get("loss") is not None:
+        parts.append(f"loss={record['loss']:.4g}")
+    return " ".join(parts)
+
+
+def job_status(rule: str, log: str, rows: list[dict], now: float | None = None) -> JobStatus:
+    """The state of one job from its summary rows, progress record and log."""
+    now = time.time() if now is None else now
+    name = job_name(rule, log)
+    if all(r["status"] == "ok" and r["plan"] == "no update" for r in rows):
+        return JobStatus(name, "done")
+    made = all(r["status"] != "missing" for r in rows)
+    record_path = record_for(log) if log else None
+    record = {}
+    if record_path is not None and record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            record = {}
+    tail = last_line(Path(log)) if log else ""
+    state = record.get("state")
+    if state == "running":
+        alive = _alive(record)
+        fresh = now - float(record.get("updated", 0)) < STALE_AFTER
+        if alive or (alive is None and fresh):
+            return JobStatus(name, "running", progress_text(record), tail)
+        return JobStatus(name, "killed" if alive is False else "lost", progress_text(record), tail)
+    if state in ("failed", "stopped"):
+        return JobStatus(name, state, progress_text(record), record.get("error") or tail)
+    if made:
+        why = next((r["status"] for r in rows if r["status"] != "ok"), "an input will be rebuilt")
+        return JobStatus(name, "outdated", "", why)
+    if log and Path(log).is_file():
+        return JobStatus(name, "failed", "", tail)
+    return JobStatus(name, "not started")
+
+
+def job_name(rule: str, log: str) -> str:
+    """``train_member seed0``, ``distill pd_end2/seed0``, ``evaluate V500 ensemble``: the rule,
+    the sub-run of a class-count sweep, and the job's log path below ``logs/<rule>/``."""
+    if not log:
+        return rule
+    parts = Path(log).with_suffix("").parts
+    i = len(parts) - 1 - parts[::-1].index("logs")
+    rest = parts[i + 1 :]
+    rest = rest[1:] if rest and rest[0] == rule else rest
+    sub = [parts[i - 1]] if i > 0 and re.fullmatch(r"V\d+", parts[i - 1]) else []
+    return " ".join([rule, *sub, "/".join(rest)]).strip()
+
+
+def status(configfile: str | None = None, cwd: Path = REPO) -> list[JobStatus]:
+    """Every job of the run of ``configfile``, in the order Snakemake lists them."""
+    jobs: dict[tuple[str, str], list[dict]] = {}
+    for row in summary(configfile, cwd):
+        log = row.get("log-file(s)", "").split(",")[0].strip()
+        if log == "-":
+            log = ""
+        jobs.setdefault((row["rule"], log), []).append(row)
+    out = [job_status(rule, log, rows) for (rule, log), rows in jobs.items()]
+    order = ["running", "failed", "killed", "lost", "stopped", "outdated", "not started", "done"]
+    return sorted(out, key=lambda j: order.index(j.state))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", default=None, help="the run's config (default: config.yaml)")
+    ap.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    args = ap.parse_args()
+    jobs = status(args.configfile)
+    if args.json:
+        for j in jobs:
+            print(json.dumps(asdict(j)))
+        return
+    width = max(len(j.job) for j in jobs)
+    for j in jobs:
+        print(f"{j.job:<{width}}  {j.state:<11}  {j.progress:<36}  {j.detail}".rstrip())
+    counts = {s: sum(j.state == s for j in jobs) for s in dict.fromkeys(j.state for j in jobs)}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
