@@ -248,7 +248,12 @@ def fit(
                 n,
                 f"{JOB.name} epoch {epoch + 1}/{epochs}",
                 log=log,
-                info={"epoch": epoch + 1, "epochs": epochs, "steps": steps},
+                info={
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "steps": steps,
+                    "epoch_seconds": history[-1]["seconds"] if history else None,
+                },
             )
             for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
                 x = x.to(device, non_blocking=True)
@@ -280,6 +285,7 @@ def fit(
             dt = time.perf_counter() - t0
             row.update({"seconds": dt, "examples_per_s": count / dt})
             history.append(row)
+            progress.report(line=False)  # the record: this epoch done (the log has its line)
             log(
                 " ".join(
                     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()

@@ -152,27 +152,32 @@ class Progress:
         if self.clock() - self.last >= self.every:
             self.report()
 
-    def report(self) -> None:
-        """Write a line (and the record) now."""
+    def report(self, line: bool = True) -> None:
+        """Write a line (unless ``line`` is false) and the record now."""
         now = self.clock()
         self.last = now
         elapsed = max(now - self.start, 1e-9)
         postfix = f"loss={self.loss:.4g}" if self.loss is not None else None
-        self.log(
-            tqdm.format_meter(
-                self.n,
-                self.total,
-                elapsed,
-                prefix=self.desc,
-                unit=self.unit,
-                postfix=postfix,
-                bar_format=BAR,
+        if line:
+            self.log(
+                tqdm.format_meter(
+                    self.n,
+                    self.total,
+                    elapsed,
+                    prefix=self.desc,
+                    unit=self.unit,
+                    postfix=postfix,
+                    bar_format=BAR,
+                )
             )
-        )
-        self.lines += 1
+            self.lines += 1
         if self.record is not None:
             rate = self.n / elapsed
             left = (self.total - self.n) / rate if rate > 0 else None
+            rest = None  # the whole job: this epoch, then the epochs after it at the last pace
+            if left is not None and self.info.get("epochs"):
+                per_epoch = self.info.get("epoch_seconds") or self.total / rate
+                rest = left + (self.info["epochs"] - self.info["epoch"]) * per_epoch
             _write(
                 {
                     **self.info,
@@ -185,6 +190,7 @@ class Progress:
                     "rate": rate,
                     "elapsed_s": elapsed,
                     "eta_s": left,
+                    "job_eta_s": rest,
                     "loss": self.loss,
                     "updated": time.time(),
                     "host": socket.gethostname(),

@@ -36,17 +36,39 @@ class JobStatus:
     detail: str = ""  # the error or the last log line
 
 
-def summary(configfile: str | None, cwd: Path = REPO) -> list[dict]:
-    """``snakemake --summary`` rows: output_file, date, rule, log-file(s), status, plan."""
-    cmd = ["snakemake", "--summary", "--nolock"]
+def _snakemake(args: list[str], configfile: str | None, cwd: Path) -> str:
+    cmd = ["snakemake", *args, "--nolock"]
     if configfile:
-        cmd[1:1] = ["--configfile", str(configfile)]
+        cmd += ["--configfile", str(configfile)]
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    lines = [line for line in r.stdout.splitlines() if "\t" in line]
-    if r.returncode != 0 or not lines:
-        raise SystemExit(f"snakemake --summary failed:\n{r.stderr[-3000:]}")
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    return r.stdout + r.stderr
+
+
+def workflow_jobs(configfile: str | None, cwd: Path = REPO) -> list[dict]:
+    """Every job of the workflow, done or not: ``{"rule", "outputs", "log"}`` from the job
+    blocks of a forced dry run (``snakemake -n --forceall``: it lists every job, runs none)."""
+    jobs, current = [], None
+    for line in _snakemake(["-n", "--forceall"], configfile, cwd).splitlines():
+        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        if head:
+            current = {"rule": head[1], "outputs": [], "log": ""}
+            jobs.append(current)
+        elif current is not None and line.startswith("    output: "):
+            current["outputs"] = [x.strip() for x in line[12:].split(",")]
+        elif current is not None and line.startswith("    log: "):
+            current["log"] = line[9:].split(",")[0].strip()
+    return [j for j in jobs if j["rule"] != "all"]
+
+
+def summary(configfile: str | None, cwd: Path = REPO) -> dict[str, dict]:
+    """``snakemake --summary`` by output file: its ``status`` (ok, missing, updated input
+    files...) and ``plan`` (no update, update pending)."""
+    lines = [x for x in _snakemake(["--summary"], configfile, cwd).splitlines() if "\t" in x]
     header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+    rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+    return {r["output_file"]: r for r in rows}
 
 
 def last_line(path: Path) -> str:
@@ -83,7 +105,8 @@ def progress_text(record: dict) -> str:
         parts.append(f"epoch {record['epoch']}/{record['epochs']}")
     if record.get("total"):
         parts.append(f"{100 * record.get('done', 0) / record['total']:.0f}%")
-        parts.append(f"ETA {_eta(record.get('eta_s'))}")
+        eta = record.get("job_eta_s")
+        parts.append(f"ETA {_eta(record.get('eta_s') if eta is None else eta)}")
     if record.get("loss") is not None:
         parts.append(f"loss={record['loss']:.4g}")
     return " ".join(parts)
@@ -135,14 +158,13 @@ def job_name(rule: str, log: str) -> str:
 
 
 def status(configfile: str | None = None, cwd: Path = REPO) -> list[JobStatus]:
-    """Every job of the run of ``configfile``, in the order Snakemake lists them."""
-    jobs: dict[tuple[str, str], list[dict]] = {}
-    for row in summary(configfile, cwd):
-        log = row.get("log-file(s)", "").split(",")[0].strip()
-        if log == "-":
-            log = ""
-        jobs.setdefault((row["rule"], log), []).append(row)
-    out = [job_status(rule, log, rows) for (rule, log), rows in jobs.items()]
+    """Every job of the run of ``configfile``: running and failed ones first."""
+    rows = summary(configfile, cwd)
+    missing = {"status": "missing", "plan": "update pending"}
+    out = [
+        job_status(j["rule"], j["log"], [rows.get(o, missing) for o in j["outputs"]])
+        for j in workflow_jobs(configfile, cwd)
+    ]
     order = ["running", "failed", "killed", "lost", "stopped", "outdated", "not started", "done"]
     return sorted(out, key=lambda j: order.index(j.state))
 

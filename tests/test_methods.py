@@ -78,7 +78,8 @@ def test_systems_and_display():
 
 def test_the_workflow_modules_do_not_import_torch():
     code = (
-        "import sys; import pipeline.methods, pipeline.tasks, pipeline.imports; "
+        "import sys; import pipeline.methods, pipeline.tasks, pipeline.imports, "
+        "pipeline.config, pipeline.progress, pipeline.status; "
         "bad = [m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
