@@ -415,9 +415,9 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     name = " ".join(
-        [stage, str(cfg.get("method", "")), f"seed={args.seed}"]
+        [stage, *([cfg["method"]] if "method" in cfg else []), f"seed={args.seed}"]
         + ([f"V={args.num_classes}"] if args.num_classes else [])
-    ).replace("  ", " ")
+    )
     try:
         with (
             reported(),

@@ -149,14 +149,17 @@ def read_tensors(
         raise ArtifactError(path, f"is not a readable safetensors file ({err})", rule) from err
 
 
+def _checked_weights(path: Path, meta: dict, rule: str | None) -> dict[str, torch.Tensor]:
+    if "weights_sha256" not in meta:
+        raise ArtifactError(path.with_suffix(".json"), "records no weights_sha256", rule)
+    return read_tensors(path, sha256=meta["weights_sha256"], rule=rule)
+
+
 def load_state(path: str | Path, rule: str | None = None) -> dict[str, torch.Tensor]:
     """The weights saved by :func:`save_model`, checked against the ``weights_sha256`` of the
     JSON beside them."""
     path = Path(path)
-    meta = read_json(path.with_suffix(".json"), rule)
-    if "weights_sha256" not in meta:
-        raise ArtifactError(path.with_suffix(".json"), "records no weights_sha256", rule)
-    return read_tensors(path, sha256=meta["weights_sha256"], rule=rule)
+    return _checked_weights(path, read_json(path.with_suffix(".json"), rule), rule)
 
 
 ROLE_STAGES = {"member": ("train", "train_member"), "student": ("distill", "distill")}
@@ -173,7 +176,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     meta = read_json(path.with_suffix(".json"), "train_member or distill")
     stage, rule = ROLE_STAGES.get(meta.get("role"), (None, None))
-    state = load_state(path, rule)
+    state = _checked_weights(path, meta, rule)
     if stage is not None:
         now = code_fingerprint(stage, meta.get("task", "image"))
         if meta.get("code_sha256") != now:

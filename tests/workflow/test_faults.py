@@ -390,16 +390,21 @@ def test_nan_producing_learning_rate_stops_loudly(run, tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_corrupt_checkpoint_is_trained_over_to_the_clean_result(run, smoke, tmp_path):
+def test_corrupt_checkpoint_and_leftover_temp_files_train_to_the_clean_result(run, smoke, tmp_path):
+    """A half-written checkpoint is trained over; the temp files a job killed mid-write leaves
+    (writes are temp + rename) are never read, and the rerun leaves none of its own."""
     _, _, results = smoke
-    ckpt = tmp_path / "c.pt"
+    out, ckpt = tmp_path / "m.safetensors", tmp_path / "c.pt"
     ckpt.write_bytes(b"not a checkpoint, a half-written file")
-    cfg = member_cfg(members(run)[0])
-    r = stage("train", *train_args(run, cfg, tmp_path / "m.safetensors", ckpt))
+    leftovers = [f".{out.name}.tmp999", f".{ckpt.name}.tmp999", ".history.csv.tmp999"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"half")
+    r = stage("train", *train_args(run, member_cfg(members(run)[0]), out, ckpt))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "unreadable checkpoint" in r.stdout + r.stderr or "ignoring" in r.stdout + r.stderr
-    assert same_weights(tmp_path / "m.safetensors", results / "members/seed0/model.safetensors")
+    assert "ignoring unreadable checkpoint" in r.stdout + r.stderr
+    assert same_weights(out, results / "members/seed0/model.safetensors")
     assert not ckpt.exists()  # a finished job leaves none
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp*")) == sorted(leftovers)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
@@ -424,21 +429,6 @@ def test_job_killed_mid_epoch_resumes_to_the_clean_result(run, smoke, tmp_path, 
     r = stage("train", *train_args(run, cfg, out, ckpt))
     assert r.returncode == 0 and "resuming from" in r.stdout, (r.stdout + r.stderr)[-2000:]
     assert same_weights(out, results / "members/seed0/model.safetensors")
-
-
-def test_leftover_temp_files_of_a_killed_write_are_ignored(run, smoke, tmp_path):
-    """A job killed while writing leaves only a temp file (writes are temp + rename); the rerun
-    neither reads it nor leaves its own."""
-    _, _, results = smoke
-    out, ckpt = tmp_path / "m.safetensors", tmp_path / "c.pt"
-    for name in (f".{out.name}.tmp999", f".{ckpt.name}.tmp999", ".history.csv.tmp999"):
-        (tmp_path / name).write_bytes(b"half")
-    r = stage("train", *train_args(run, member_cfg(members(run)[0]), out, ckpt))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert same_weights(out, results / "members/seed0/model.safetensors")
-    assert sorted(p.name for p in tmp_path.glob(".*.tmp*")) == sorted(
-        f".{n}.tmp999" for n in (out.name, ckpt.name, "history.csv")
-    )
 
 
 # ----------------------------------------------------------------------------- through Snakemake

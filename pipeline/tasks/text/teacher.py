@@ -145,9 +145,9 @@ class OnlineTeacher:
     """
 
     def __init__(self, teacher_dir, member_files, vocab, inputs, val, method, options, device):
-        check_manifest(teacher_dir, vocab, member_files)
+        info = check_manifest(teacher_dir, vocab, member_files)
         self.members = load_members(member_files, vocab, device)
-        self.member_sha256 = [sha256_file(p) for p in member_files]
+        self.member_sha256 = info["member_sha256"]  # checked equal to the files' just now
         self.inputs, self.val, self.device = inputs, val, device
         self.method, self.options = method, options
         self.need_floored = methods.get(method).needs_floored
