@@ -1,23 +1,31 @@
-"""Forward+backward time of every distillation loss against EnD (``end_loss``) and cross-entropy.
+"""Forward+backward time and peak memory of every distillation loss against EnD (``end_loss``),
+a float32 knowledge-distillation baseline and cross-entropy.
 
 Run on a quiet machine:  ``python benchmarks/bench_losses.py [--sizes 256x1000 256x40000]``
 
 Student logits are a float32 leaf (as a network's output would be); the teacher is
 ``pipeline.stages.gradient_analysis.synthetic_ensemble`` (Zipf-like class profile plus member
 noise), so pi_bar has a realistic head and a long tail. Prints milliseconds (median of ``--repeat``
-runs) and the ratio to ``end_loss`` and to ``F.cross_entropy``, for both loss backends
+runs) and the ratio to ``end_loss``, to float32 KD (``F.kl_div(log_softmax(z), pi_bar)``, the
+baseline of issue 14) and to ``F.cross_entropy``, for both loss backends
 (``eager`` torch special functions, ``compiled`` fused cores; ``auto`` picks compiled for
 >= 2**17 logits). The first compiled call of each loss compiles (seconds; cached on disk)
-and is not timed.
+and is not timed. With ``--memory`` each case also runs once in a fresh process, which prints
+the growth of its peak resident memory over the set-up (``ru_maxrss``: CPU; on CUDA,
+``torch.cuda.max_memory_allocated``).
 This measures and prints; it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,44 +51,103 @@ def time_ms(fn, repeat: int) -> float:
     return statistics.median(runs)
 
 
-def bench(b: int, k: int, m: int, repeat: int) -> None:
+def setup(b: int, k: int, m: int):
+    """Teacher statistics of a synthetic ensemble, labels and float32 student logits (a leaf)."""
     member_lp = synthetic_ensemble(b, k, members=m).float()
-    t_stats = time_ms(lambda: teacher_stats(member_lp), repeat)
     stats = teacher_stats(member_lp)
     labels = stats.mean_probs.argmax(-1)
     g = torch.Generator().manual_seed(1)
     logits = torch.log(stats.mean_probs.float()) + 3.0 + 0.5 * torch.randn(b, k, generator=g)
-    logits.requires_grad_(True)
+    return member_lp, stats, labels, logits.requires_grad_(True)
 
-    def step(loss_fn):
-        def run():
-            logits.grad = None
-            loss_fn().backward()
 
-        return run
-
-    cases = {
-        "F.cross_entropy (float32)": lambda: F.cross_entropy(logits, labels),
-        "end_loss": lambda: end_loss(logits, stats),
+def cases(stats, labels, logits) -> dict:
+    """name -> (backend, loss thunk)."""
+    pbar32 = stats.mean_probs.float()
+    out = {
+        "F.cross_entropy (float32)": ("auto", lambda: F.cross_entropy(logits, labels)),
+        "KD float32 (kl_div)": (
+            "auto",
+            lambda: F.kl_div(F.log_softmax(logits, -1), pbar32, reduction="batchmean"),
+        ),
+        "end_loss": ("auto", lambda: end_loss(logits, stats)),
     }
     for backend in ("eager", "compiled"):
-        cases[f"end2_loss [{backend}]"] = (backend, lambda: end2_loss(logits, stats))
-        cases[f"proxy_rkl_loss [{backend}]"] = (backend, lambda: proxy_rkl_loss(logits, stats))
-        cases[f"proxy_fkl_loss [{backend}]"] = (backend, lambda: proxy_fkl_loss(logits, stats))
-    times = {}
-    for name, case in cases.items():
-        backend, fn = case if isinstance(case, tuple) else ("auto", case)
+        out[f"end2_loss [{backend}]"] = (backend, lambda: end2_loss(logits, stats))
+        out[f"proxy_rkl_loss [{backend}]"] = (backend, lambda: proxy_rkl_loss(logits, stats))
+        out[f"proxy_fkl_loss [{backend}]"] = (backend, lambda: proxy_fkl_loss(logits, stats))
+    return out
+
+
+def step(logits, loss_fn):
+    def run():
+        logits.grad = None
+        loss_fn().backward()
+
+    return run
+
+
+def peak_mb(name: str, b: int, k: int, m: int) -> float:
+    """Peak memory growth of one forward+backward of case ``name``, in a fresh process."""
+    r = subprocess.run(
+        [sys.executable, __file__, "--one", name, "--sizes", f"{b}x{k}", "--members", str(m)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def one(name: str, b: int, k: int, m: int) -> None:
+    """The ``--one`` mode: print the peak memory growth (MB) of one warm call of ``name`` over
+    the resident memory before it (Linux: the peak is reset through ``/proc/self/clear_refs``;
+    CUDA: ``max_memory_allocated``)."""
+    _, stats, labels, logits = setup(b, k, m)
+    backend, fn = cases(stats, labels, logits)[name]
+    os.environ[BACKEND_ENV] = backend
+    run = step(logits, fn)
+    run()  # compile / warm up
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run()
+        print((torch.cuda.max_memory_allocated() - base) / 2**20)
+        return
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    base = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    run()
+    print(_status_mb("VmHWM") - base)
+
+
+def bench(b: int, k: int, m: int, repeat: int, memory: bool) -> None:
+    member_lp, stats, labels, logits = setup(b, k, m)
+    t_stats = time_ms(lambda: teacher_stats(member_lp), repeat)
+    times, peaks = {}, {}
+    for name, (backend, fn) in cases(stats, labels, logits).items():
         os.environ[BACKEND_ENV] = backend
-        times[name] = time_ms(step(fn), repeat)
+        times[name] = time_ms(step(logits, fn), repeat)
+        if memory:
+            peaks[name] = peak_mb(name, b, k, m)
     os.environ.pop(BACKEND_ENV)
-    ce, end = times["F.cross_entropy (float32)"], times["end_loss"]
+    ce, kd, end = (
+        times[n] for n in ("F.cross_entropy (float32)", "KD float32 (kl_div)", "end_loss")
+    )
     print(f"\nB={b} K={k} M={m}  threads={torch.get_num_threads()}  (median of {repeat})")
-    print(f"{'loss (forward+backward)':28s} {'ms':>9s} {'x end_loss':>11s} {'x CE':>8s}")
+    head = f"{'loss (forward+backward)':28s} {'ms':>9s} {'x end_loss':>11s} {'x KD32':>8s}"
+    print(head + f" {'x CE':>8s}" + (f" {'peak MB':>9s}" if memory else ""))
     for name, ms in times.items():
-        print(f"{name:28s} {ms:9.2f} {ms / end:11.2f} {ms / ce:8.2f}")
-    times_stats = {"teacher_stats (M members)": t_stats}
-    for name, ms in times_stats.items():
-        print(f"{name:28s} {ms:9.2f} {ms / end:11.2f} {ms / ce:8.2f}")
+        row = f"{name:28s} {ms:9.2f} {ms / end:11.2f} {ms / kd:8.2f} {ms / ce:8.2f}"
+        print(row + (f" {peaks[name]:9.1f}" if memory else ""))
+    name = "teacher_stats (M members)"
+    print(
+        f"{name:28s} {t_stats:9.2f} {t_stats / end:11.2f} {t_stats / kd:8.2f} {t_stats / ce:8.2f}"
+    )
 
 
 def main() -> None:
@@ -88,10 +155,15 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["256x1000", "256x40000"], help="BxK pairs")
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--memory", action="store_true", help="also each case's peak memory")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: --memory's worker
     args = ap.parse_args()
     for size in args.sizes:
         b, k = (int(v) for v in size.lower().split("x"))
-        bench(b, k, args.members, args.repeat)
+        if args.one:
+            one(args.one, b, k, args.members)
+        else:
+            bench(b, k, args.members, args.repeat, args.memory)
 
 
 if __name__ == "__main__":
