@@ -33,6 +33,11 @@ cleanup() {
     ids=$(grep -ho 'SLURM jobid [0-9]*' "$WORK"/snakemake-*.log 2>/dev/null | awk '{print $3}' | sort -u)
     [ -n "$ids" ] && timeout 10 scancel $ids >/dev/null 2>&1
   fi
+  # munged daemonises through an intermediate process, so its pid is not known at start: none
+  # ran before this script started one, so every munged now is this script's
+  if [ "${STARTED_MUNGE:-0}" = 1 ]; then
+    mapfile -t -O "${#STARTED_PIDS[@]}" STARTED_PIDS < <(pgrep -x munged)
+  fi
   for pid in "${STARTED_PIDS[@]}"; do
     kill "$pid" 2>/dev/null
   done
@@ -112,10 +117,13 @@ EOF
 echo "NodeName=$HOST Name=gpu File=/run/fakegpu[0-1]" > "$ETC/gres.conf"
 
 # ---------------------------------------------------------------- start the daemons
-if ! pgrep -x munged >/dev/null; then
+# a munged that answers is used as it is; otherwise (none, or only a dead one's leftovers) this
+# script starts one, and then every munged process is this script's
+if ! timeout 5 munge -n >/dev/null 2>&1; then
   timeout 30 runuser -u munge -- /usr/sbin/munged
-  sleep 0.5
-  STARTED_PIDS+=("$(pgrep -xo munged)")
+  STARTED_MUNGE=1
+  timeout 10 bash -c 'until munge -n >/dev/null 2>&1; do sleep 0.2; done' \
+    || { log "munged did not start"; exit 1; }
 fi
 for daemon in slurmctld slurmd; do  # each writes its pid file once it is up
   timeout 30 "/usr/sbin/$daemon" -f "$SLURM_CONF"  # daemonises: returns once forked
