@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from pipeline.progress import DEFAULT_EVERY, record_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,14 +93,6 @@ def _alive(record: dict) -> bool | None:
     return True
 
 
-def _eta(seconds) -> str:
-    if seconds is None:
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 def progress_text(record: dict) -> str:
     parts = []
     if record.get("epochs"):
@@ -106,7 +100,8 @@ def progress_text(record: dict) -> str:
     if record.get("total"):
         parts.append(f"{100 * record.get('done', 0) / record['total']:.0f}%")
         eta = record.get("job_eta_s")
-        parts.append(f"ETA {_eta(record.get('eta_s') if eta is None else eta)}")
+        eta = record.get("eta_s") if eta is None else eta
+        parts.append(f"ETA {'?' if eta is None else tqdm.format_interval(eta)}")
     if record.get("loss") is not None:
         parts.append(f"loss={record['loss']:.4g}")
     return " ".join(parts)

@@ -79,8 +79,11 @@ def predictions(
     if model is not None:
         m_off = methods.model_offset(group, meta["options"])
         workers = int(meta["config"].get("workers", 0))
-    total = sum(int(D.load_manifest(data_dir)["splits"][s]["n"]) for s in splits)
-    progress = Progress(total, f"{JOB.name} (images)", unit="img") if model is not None else None
+    progress = None
+    if model is not None:  # members and the ensemble are read from the cache: nothing to count
+        sizes = D.load_manifest(data_dir)["splits"]
+        total = sum(int(sizes[s]["n"]) for s in splits)
+        progress = Progress(total, f"{JOB.name} (images)", unit="img")
     for split in splits:
         if model is None:
             c = C.load_split(cache_dir, split)
