@@ -34,6 +34,7 @@ from pipeline.maths.losses import (
     BACKEND_ENV,
     end2_loss,
     end_loss,
+    gradient_only,
     proxy_fkl_loss,
     proxy_rkl_loss,
 )
@@ -49,6 +50,23 @@ def time_ms(fn, repeat: int) -> float:
         fn()
         runs.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(runs)
+
+
+def interleaved_ms(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
+    """``name -> (median, min)`` milliseconds, the cases run round-robin ``repeat`` times (so a
+    slow spell of the machine hits every case alike); one warm-up call each first."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for backend, fn in fns.values():
+        os.environ[BACKEND_ENV] = backend
+        fn()
+    for _ in range(repeat):
+        for name, (backend, fn) in fns.items():
+            os.environ[BACKEND_ENV] = backend
+            t0 = time.perf_counter()
+            fn()
+            runs[name].append((time.perf_counter() - t0) * 1e3)
+    os.environ.pop(BACKEND_ENV, None)
+    return {name: (statistics.median(r), min(r)) for name, r in runs.items()}
 
 
 def setup(b: int, k: int, m: int):
@@ -76,7 +94,18 @@ def cases(stats, labels, logits) -> dict:
         out[f"end2_loss [{backend}]"] = (backend, lambda: end2_loss(logits, stats))
         out[f"proxy_rkl_loss [{backend}]"] = (backend, lambda: proxy_rkl_loss(logits, stats))
         out[f"proxy_fkl_loss [{backend}]"] = (backend, lambda: proxy_fkl_loss(logits, stats))
+    for backend in ("eager", "compiled"):  # float32 gradient, no value (pipeline.maths.values)
+        for name, fn in (("end", end_loss), ("end2", end2_loss), ("proxy_rkl", proxy_rkl_loss)):
+            out[f"{name}_loss grad32 [{backend}]"] = (backend, _gradient_only(fn, logits, stats))
     return out
+
+
+def _gradient_only(loss_fn, logits, stats):
+    def run():
+        with gradient_only():
+            return loss_fn(logits, stats)
+
+    return run
 
 
 def step(logits, loss_fn):
@@ -125,29 +154,36 @@ def one(name: str, b: int, k: int, m: int) -> None:
     print(_status_mb("VmHWM") - base)
 
 
-def bench(b: int, k: int, m: int, repeat: int, memory: bool) -> None:
+def bench(b: int, k: int, m: int, repeat: int, memory: bool, every: int) -> None:
     member_lp, stats, labels, logits = setup(b, k, m)
     t_stats = time_ms(lambda: teacher_stats(member_lp), repeat)
-    times, peaks = {}, {}
-    for name, (backend, fn) in cases(stats, labels, logits).items():
-        os.environ[BACKEND_ENV] = backend
-        times[name] = time_ms(step(logits, fn), repeat)
-        if memory:
-            peaks[name] = peak_mb(name, b, k, m)
-    os.environ.pop(BACKEND_ENV)
+    steps = {
+        name: (backend, step(logits, fn))
+        for name, (backend, fn) in cases(stats, labels, logits).items()
+    }
+    times = interleaved_ms(steps, repeat)
+    peaks = {name: peak_mb(name, b, k, m) for name in steps} if memory else {}
+    for name in ("end", "end2", "proxy_rkl"):  # a training step: value on one step in `every`
+        for i in (0, 1):
+            full, grad = (
+                times[f"{name}_loss [compiled]" if name != "end" else "end_loss"][i],
+                (times[f"{name}_loss grad32 [compiled]"][i]),
+            )
+            amortised = (full + (every - 1) * grad) / every
+            times.setdefault(f"{name}_loss value 1/{every} [compiled]", [0.0, 0.0])[i] = amortised
     ce, kd, end = (
         times[n] for n in ("F.cross_entropy (float32)", "KD float32 (kl_div)", "end_loss")
     )
-    print(f"\nB={b} K={k} M={m}  threads={torch.get_num_threads()}  (median of {repeat})")
-    head = f"{'loss (forward+backward)':28s} {'ms':>9s} {'x end_loss':>11s} {'x KD32':>8s}"
-    print(head + f" {'x CE':>8s}" + (f" {'peak MB':>9s}" if memory else ""))
-    for name, ms in times.items():
-        row = f"{name:28s} {ms:9.2f} {ms / end:11.2f} {ms / kd:8.2f} {ms / ce:8.2f}"
-        print(row + (f" {peaks[name]:9.1f}" if memory else ""))
+    print(f"\nB={b} K={k} M={m}  threads={torch.get_num_threads()}  (interleaved, {repeat} rounds)")
+    head = f"{'loss (forward+backward)':36s} {'ms med':>8s} {'ms min':>8s} {'x KD32 med':>11s}"
+    head += f" {'x KD32 min':>11s} {'x CE':>6s}"
+    print(head + (f" {'peak MB':>9s}" if memory else ""))
+    for name, (med, low) in times.items():
+        row = f"{name:36s} {med:8.2f} {low:8.2f} {med / kd[0]:11.2f} {low / kd[1]:11.2f}"
+        row += f" {med / ce[0]:6.2f}"
+        print(row + (f" {peaks[name]:9.1f}" if name in peaks else ""))
     name = "teacher_stats (M members)"
-    print(
-        f"{name:28s} {t_stats:9.2f} {t_stats / end:11.2f} {t_stats / kd:8.2f} {t_stats / ce:8.2f}"
-    )
+    print(f"{name:36s} {t_stats:8.2f} {'':8s} {t_stats / kd[0]:11.2f}")
 
 
 def main() -> None:
@@ -156,6 +192,9 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--memory", action="store_true", help="also each case's peak memory")
+    ap.add_argument(
+        "--value-every", type=int, default=10, help="amortised rows: the loss value on 1 step in N"
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: --memory's worker
     args = ap.parse_args()
     for size in args.sizes:
@@ -163,7 +202,7 @@ def main() -> None:
         if args.one:
             one(args.one, b, k, args.members)
         else:
-            bench(b, k, args.members, args.repeat, args.memory)
+            bench(b, k, args.members, args.repeat, args.memory, args.value_every)
 
 
 if __name__ == "__main__":

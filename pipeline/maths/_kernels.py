@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pipeline.maths import special
+from pipeline.maths import _grad32, special, values
 from pipeline.maths.dirichlet import F64, LOGIT_MIN, logit_max
 
 
@@ -217,32 +217,86 @@ def loss_backend(numel: int) -> str:
     return "compiled"
 
 
+def _compiled(name: str, fn):
+    compiled = _compiled_cache.get(name)
+    if compiled is None:
+        compiled = _compiled_cache[name] = torch.compile(fn, dynamic=True)
+    return compiled
+
+
+def _compile_failure(err: Exception) -> None:
+    """In auto mode, tell once that compiling failed and stay eager; otherwise re-raise."""
+    global _compile_failed
+    if os.environ.get(BACKEND_ENV, "auto") == "compiled":
+        raise err
+    _compile_failed = True
+    warnings.warn(f"compiled loss backend unavailable ({err!r}); using eager", stacklevel=4)
+
+
 def _run_fused(name: str, eager_core, logits: Tensor, args: tuple, scalars: tuple, need_grad):
     """Run the compiled fused core ``name``; in auto mode fall back to eager if compiling fails."""
-    global _compile_failed
-    fn = _compiled_cache.get(name)
-    if fn is None:
-        fn = _compiled_cache[name] = torch.compile(_FUSED[name], dynamic=True)
+    fn = _compiled(name, _FUSED[name])
     k = logits.shape[-1]
     lims = torch.tensor([LOGIT_MIN, logit_max(k)], dtype=F64, device=logits.device)
     sc = [torch.tensor(v, dtype=F64, device=logits.device) for v in scalars]
     try:
         return fn(logits.detach(), *args, *sc, lims[0], lims[1], need_grad)
     except Exception as err:  # compiler missing or broken: tell once, then stay eager
-        if os.environ.get(BACKEND_ENV, "auto") == "compiled":
-            raise
-        _compile_failed = True
-        warnings.warn(f"compiled loss backend unavailable ({err!r}); using eager", stacklevel=3)
+        _compile_failure(err)
         return eager_core(logits, *args, *scalars, need_grad=need_grad)
 
 
+GRADIENT_ONLY = tuple(_grad32.KERNELS)
+"""The losses with a float32 gradient-only kernel (not the forward-KL ablation: see
+:mod:`._grad32`)."""
+EAGER32_MAX_NUMEL = 1 << 21
+"""Run eagerly, the float32 kernels' many ``[B, K]`` temporaries outweigh float32 arithmetic above
+about this many logits (measured: 2x faster than float64 eager at 256 x 1,000, 2.5x slower at
+256 x 40,000); larger eager inputs keep the float64 kernels."""
+
+
+def _gradient_only(name: str, logits: Tensor, args: tuple, scalars: tuple):
+    """``(placeholder [B], float32 gradient)`` from :mod:`._grad32`, or ``None`` where its
+    kernels do not hold for these logits or the logits are float64 (the float64 kernels run
+    instead)."""
+    temperature = scalars[1] if name == "end2" else 1.0
+    if name not in GRADIENT_ONLY or logits.dtype == F64:  # float64 logits get float64 maths
+        return None
+    if not _grad32.fits(logits, temperature):
+        return None
+    z, dev = logits.detach(), logits.device
+    if name == "end":
+        inputs = (z, args[0])
+    elif name == "end2":
+        inputs = (z, args[0], *(torch.tensor(v, dtype=F64, device=dev) for v in scalars))
+    else:
+        inputs = (z, *args, torch.tensor(scalars[0], dtype=F64, device=dev))
+    kernel = _grad32.KERNELS[name]
+    if loss_backend(logits.numel()) == "compiled":
+        try:
+            return _compiled(f"{name}32", kernel)(*inputs)
+        except Exception as err:
+            _compile_failure(err)
+    return kernel(*inputs) if logits.numel() <= EAGER32_MAX_NUMEL else None
+
+
 class Loss(torch.autograd.Function):
-    """Generic wrapper: the core returns the value and (if needed) the gradient in one pass."""
+    """Generic wrapper: the core returns the value and (if needed) the gradient in one pass.
+
+    Inside :func:`pipeline.maths.values.gradient_only` a loss with a float32 kernel returns
+    the gradient alone and a placeholder value (0, or NaN for a non-finite gradient row)."""
 
     @staticmethod
-    def forward(ctx, logits, name, eager_core, args, scalars):
+    def forward(ctx, logits, name, eager_core, args, scalars, grad_only=False):
         need_grad = ctx.needs_input_grad[0]
-        if name in _FUSED and loss_backend(logits.numel()) == "compiled":
+        out = None
+        if need_grad and grad_only:
+            out = _gradient_only(name, logits, args, scalars)
+            if out is not None:
+                values.mark_placeholder()
+        if out is not None:
+            value, grad = out
+        elif name in _FUSED and loss_backend(logits.numel()) == "compiled":
             value, grad = _run_fused(name, eager_core, logits, args, scalars, need_grad)
         else:
             value, grad = eager_core(logits, *args, *scalars, need_grad=need_grad)
@@ -255,4 +309,11 @@ class Loss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
-        return _scaled_grad(grad, g, ctx.dtype), None, None, None, None
+        return _scaled_grad(grad, g, ctx.dtype), None, None, None, None, None
+
+
+def apply(logits: Tensor, name: str, eager_core, args: tuple, scalars: tuple) -> Tensor:
+    """The loss ``name`` through :class:`Loss`; gradient-only where a gradient will be formed
+    (grad mode on, ``logits`` requiring it) inside :func:`pipeline.maths.values.gradient_only`."""
+    grad_only = values.active() and torch.is_grad_enabled() and logits.requires_grad
+    return Loss.apply(logits, name, eager_core, args, scalars, grad_only)

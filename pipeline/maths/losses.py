@@ -5,6 +5,9 @@ and teacher statistics (:class:`pipeline.maths.stats.TeacherStats`, or raw membe
 ``[B, M, K]``), computes in float64 and returns float64 (``[B]`` for ``reduction="none"``, a scalar
 otherwise); the gradient flows back in the logits' own dtype. The kernels (eager reference and
 ``torch.compile``-fused, chosen by :func:`loss_backend`) live in :mod:`pipeline.maths._kernels`.
+Inside :func:`gradient_only` (:mod:`pipeline.maths.values`) EnD, EnD2 and PD-EnD2 compute only
+their gradient, in float32 (:mod:`pipeline.maths._grad32`), and return a placeholder value: the
+training loop asks for the value on the steps that log it.
 ``tests/maths/test_losses.py`` pins values to ``torch.distributions`` and gradients to
 ``torch.autograd.gradcheck``.
 """
@@ -19,7 +22,7 @@ from torch import Tensor
 from pipeline.maths._kernels import (
     BACKEND_ENV,
     COMPILE_MIN_NUMEL,
-    Loss,
+    apply,
     end2_eager,
     end_eager,
     fkl_eager,
@@ -28,12 +31,14 @@ from pipeline.maths._kernels import (
 )
 from pipeline.maths.dirichlet import check_matrix, check_positive
 from pipeline.maths.stats import TeacherStats, proxy_precision, proxy_target, teacher_stats
+from pipeline.maths.values import gradient_only
 
 __all__ = [
     "BACKEND_ENV",
     "COMPILE_MIN_NUMEL",
     "end2_loss",
     "end_loss",
+    "gradient_only",
     "loss_backend",
     "proxy_fkl_loss",
     "proxy_rkl_loss",
@@ -109,7 +114,7 @@ def end_loss(
     s = _resolve_stats(stats, student_logits)
     pbar = s.mean_probs
     neg_entropy = torch.xlogy(pbar, pbar).sum(-1)
-    value = Loss.apply(student_logits, "end", end_eager, (pbar, neg_entropy), ())
+    value = apply(student_logits, "end", end_eager, (pbar, neg_entropy), ())
     return _reduce(value, reduction)
 
 
@@ -146,7 +151,7 @@ def end2_loss(
         )
     m_off = check_positive("model_offset", model_offset, allow_zero=True)
     lbar = s.floored_mean_log_probs
-    value = Loss.apply(student_logits, "end2", end2_eager, (lbar,), (m_off, s.temperature))
+    value = apply(student_logits, "end2", end2_eager, (lbar,), (m_off, s.temperature))
     return _reduce(value, reduction)
 
 
@@ -176,7 +181,7 @@ def proxy_rkl_loss(
     m_off = check_positive("model_offset", model_offset, allow_zero=True)
     t = check_positive("target_offset", target_offset, allow_zero=True)
     big_b = proxy_precision(s) + s.num_classes * t
-    value = Loss.apply(student_logits, "rkl", rkl_eager, (s.mean_probs, big_b), (m_off,))
+    value = apply(student_logits, "rkl", rkl_eager, (s.mean_probs, big_b), (m_off,))
     return _reduce(value, reduction)
 
 
@@ -196,5 +201,5 @@ def proxy_fkl_loss(
     m_off = check_positive("model_offset", model_offset, allow_zero=True)
     # Dir(beta) needs beta > 0 everywhere; pi_bar may hold exact zeros, so t must be > 0 here.
     beta = proxy_target(s, check_positive("target_offset", target_offset))
-    value = Loss.apply(student_logits, "fkl", fkl_eager, (beta,), (m_off,))
+    value = apply(student_logits, "fkl", fkl_eager, (beta,), (m_off,))
     return _reduce(value, reduction)

@@ -80,3 +80,50 @@ def gamma_family(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         dg.where(~small, dg - s1),
         tg.where(~small, tg + s2),
     )
+
+
+# ----------------------------------------------------------------------------- float32 forms
+# The float32 gradient kernels (pipeline.maths._grad32) never form psi or psi' of a large
+# argument directly: psi(y) ~ ln y and y psi'(y) ~ 1 carry the scale, so they are written as
+# ``phi(y) = psi(y) - ln y`` (small, so ``psi(a) - psi(b) = ln(a / b) + phi(a) - phi(b)`` keeps
+# its relative accuracy when a ~ b ~ 1e11) and ``w(y) = y psi'(y) - 1`` (about 1/(2y) for large
+# y, 1/y for tiny y). A shift of six and four or five series terms reach ~1e-8 relative, below
+# float32's rounding; any floating dtype works (float64 inputs give ~1e-8, not 1e-15: use the
+# functions above there).
+_SHIFT32 = 6
+
+
+def digamma_log_gap(y: Tensor) -> Tensor:
+    """``phi(y) = psi(y) - ln y`` for ``y > 0`` (about ``-1/(2y)`` for large ``y``, ``-1/y``
+    for tiny ``y``), to ~1e-8 relative."""
+    small = y < _SHIFT32
+    u = y.where(~small, y + _SHIFT32)
+    r = 1.0 / u
+    r2 = r * r
+    # psi(u) - ln u = -1/(2u) - 1/(12u^2) + 1/(120u^4) - 1/(252u^6) + 1/(240u^8)
+    series = -0.5 * r - r2 * (1 / 12 + r2 * (-1 / 120 + r2 * (1 / 252 - r2 * (1 / 240))))
+    # phi(y) = phi(y + 6) + ln((y + 6) / y) - sum_{k<6} 1/(y + k); pairs share a division
+    a0, a2, a4 = y, y + 2.0, y + 4.0
+    inv = (2.0 * a0 + 1.0) / (a0 * (a0 + 1.0))
+    inv = inv + (2.0 * a2 + 1.0) / (a2 * (a2 + 1.0)) + (2.0 * a4 + 1.0) / (a4 * (a4 + 1.0))
+    shifted = series + (u / y).log() - inv
+    return series.where(~small, shifted)
+
+
+def scaled_trigamma_m1(y: Tensor) -> Tensor:
+    """``w(y) = y psi'(y) - 1`` for ``y > 0`` (about ``1/(2y)`` for large ``y``, ``1/y`` for tiny
+    ``y``), to ~1e-8 relative: ``y psi'(y)`` less its limit 1, so that differences such as
+    ``w(alpha_c) - w(alpha_0)`` keep their relative accuracy."""
+    small = y < _SHIFT32
+    u = y.where(~small, y + _SHIFT32)
+    r = 1.0 / u
+    r2 = r * r
+    # u psi'(u) - 1 = 1/(2u) + 1/(6u^2) - 1/(30u^4) + 1/(42u^6) - 1/(30u^8)
+    w_u = 0.5 * r + r2 * (1 / 6 + r2 * (-1 / 30 + r2 * (1 / 42 - r2 * (1 / 30))))
+    # y psi'(y) = (y / u) u psi'(u) + 1/y + sum_{k=1..5} y / (y + k)^2   (>= 1.09 here)
+    tail = 0.0
+    for k in range(1, _SHIFT32):
+        a = y + k
+        tail = tail + y / (a * a)
+    shifted = (y / u) * (1.0 + w_u) + 1.0 / y + tail - 1.0
+    return w_u.where(~small, shifted)
