@@ -28,11 +28,17 @@ import torch
 from torch import nn
 
 from pipeline.io import atomic_path, atomic_torch_save, fingerprint, reported, save_model
+from pipeline.maths.values import gradient_only
 from pipeline.progress import JOB, Progress, job
 from pipeline.progress import add_arguments as add_progress_arguments
 from pipeline.resources import ResourceRecord
 
 CPU = torch.device("cpu")
+LOSS_VALUE_EVERY = 10
+"""Default of ``loss_value_every``: a distillation loss computes its value (float64, for the
+logs and ``train_loss``) on the first step of an epoch, every this many steps and the last; the
+other steps take its float32 gradient alone (:mod:`pipeline.maths.values`). Cross-entropy always
+has its value."""
 STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
 """Testing hook: stop (as if killed) after this many epochs of this run, keeping the checkpoint."""
 
@@ -228,6 +234,7 @@ def fit(
     stop_after = os.environ.get(STOP_AFTER_ENV)
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
+    value_every = int(cfg.get("loss_value_every", LOSS_VALUE_EVERY))
     board = _board(start * steps)
     try:
         board_every = max(1, steps // 100)  # at most ~100 step points per epoch
@@ -255,14 +262,19 @@ def fit(
                     "epoch_seconds": history[-1]["seconds"] if history else None,
                 },
             )
+            valued, value, next_board = 0, None, board_every - 1
             for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
                 x = x.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = model(x)
-                loss = loss_fn(logits.float(), idx, epoch)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise Diverged(f"the training loss is {value}", epoch, step, steps)
+                want_value = step % value_every == 0 or step == steps - 1
+                with gradient_only(not want_value) as record:
+                    loss = loss_fn(logits.float(), idx, epoch)
+                placeholder = record.placeholders > 0
+                check = float(loss.detach())  # a placeholder is NaN iff the gradient is not finite
+                if not math.isfinite(check):
+                    what = "the training loss gradient" if placeholder else "the training loss"
+                    raise Diverged(f"{what} is {check}", epoch, step, steps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip:
@@ -271,12 +283,16 @@ def fit(
                         raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
                 opt.step()
                 sched.step()
-                total += value * len(idx)
                 count += len(idx)
+                if not placeholder:
+                    value = check
+                    total += value * len(idx)
+                    valued += len(idx)
                 progress.update(len(idx), value)
-                if board is not None and (step + 1) % board_every == 0:
+                if board is not None and not placeholder and step >= next_board:
                     board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
-            row = {"epoch": epoch + 1, "train_loss": total / count, "lr": sched.get_last_lr()[0]}
+                    next_board = step + board_every
+            row = {"epoch": epoch + 1, "train_loss": total / valued, "lr": sched.get_last_lr()[0]}
             row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
             if eval_fn is not None:
                 model.eval()

@@ -93,3 +93,52 @@ def test_divergence_stops_loudly_and_keeps_the_last_good_checkpoint(tmp_path, wh
         T.fit(model, feed, loss_fn, cfg, seed=0, ckpt_path=tmp_path / "c.pt", fp="x", log=print)
     assert ("loss is nan" if where == "loss" else "gradient norm is") in str(err.value)
     assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1  # the epoch before
+
+
+def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_path):
+    """``loss_value_every``: the loss value on the first step, every N-th and the last; the other
+    steps take the float32 gradient alone, and a non-finite gradient there still stops the run."""
+    from dataclasses import replace
+
+    from pipeline.maths.losses import proxy_rkl_loss
+    from pipeline.maths.stats import teacher_stats
+    from pipeline.maths.values import active
+
+    torch.manual_seed(0)
+    k, n = 6, 20
+    x = torch.randn(n, 3)
+    stats = teacher_stats(torch.log_softmax(torch.randn(n, 3, k, dtype=torch.float64), -1))
+    feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
+    seen = []
+
+    def loss_fn(z, idx, epoch):
+        loss = proxy_rkl_loss(z, stats.index(idx))
+        seen.append((active(), float(loss.detach()), len(idx)))
+        return loss
+
+    cfg = {"epochs": 1, "batch_size": 4, "lr": 0.1, "loss_value_every": 3}
+    history = T.fit(
+        torch.nn.Linear(3, k), feed, loss_fn, cfg, seed=0, ckpt_path=tmp_path / "c.pt", fp="x",
+        log=lambda s: None,
+    )  # fmt: skip
+    assert [a for a, _, _ in seen] == [False, True, True, False, False]  # steps 0, 3 and 4 (last)
+    assert all(v == 0.0 for a, v, _ in seen if a)  # placeholders
+    valued = [(v, b) for a, v, b in seen if not a]
+    assert all(v > 0 for v, _ in valued)
+    want = sum(v * b for v, b in valued) / sum(b for _, b in valued)
+    assert history[0]["train_loss"] == pytest.approx(want, rel=1e-12)
+
+    bad = replace(stats, mean_probs=torch.full_like(stats.mean_probs, float("nan")))
+    calls = []
+
+    def bad_loss(z, idx, epoch):  # the second step (gradient only) goes wrong
+        calls.append(active())
+        return proxy_rkl_loss(z, (bad if len(calls) == 2 else stats).index(idx))
+
+    cfg = {"epochs": 1, "batch_size": 1, "lr": 0.1, "loss_value_every": 1000}
+    with pytest.raises(T.Diverged, match="the training loss gradient is nan at epoch 1, step 2/20"):
+        T.fit(
+            torch.nn.Linear(3, k), feed, bad_loss, cfg, seed=0, ckpt_path=tmp_path / "d.pt",
+            fp="y", log=lambda s: None,
+        )  # fmt: skip
+    assert calls == [False, True]
