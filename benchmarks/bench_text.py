@@ -9,11 +9,15 @@ is excluded), one optimiser step of an untrained student with the config's model
 
 * ``cross_entropy``  the members' training step (the baseline);
 * ``end`` / ``end2`` / ``pd_end2``  a student step: M member forwards (no grad), the online
-  statistics (``pipeline.maths.stats.online_teacher_stats``), the loss, backward, update;
+  statistics (``pipeline.maths.stats.online_teacher_stats``), the loss, backward, update; as in
+  training, the loss value (float64) on one step in ``--value-every`` and the float32 gradient
+  alone on the others (``pipeline.maths.values``);
 * ``end+stats64`` EnD with the float64 ``teacher_stats`` that the online path replaces.
 
 Shares: ``student_fwd_bwd`` (the student network forward and backward, optimiser step),
-``teacher_fwd`` (members), ``stats``, ``loss`` (the loss forward, which also forms its gradient).
+``teacher_lstm`` and ``teacher_head`` (the members' recurrent part and their d x V output layers:
+a features cache would remove the first only), ``stats``, ``loss`` (the loss forward, which also
+forms its gradient).
 
 Then prints the size a train-split cache would need (float32 member log-probs ``[N, M, V]``,
 or float16 ``pi_bar`` + ``l_bar`` ``[N, V]`` as the image pipeline stores them).
@@ -29,17 +33,19 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import methods
+from pipeline.engine import LOSS_VALUE_EVERY
 from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Dir
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text import model as lm
 
 
-def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
+def step_times(method, members, batches, data, vocab, dim, layers, every, warmup=3):
     torch.manual_seed(0)
     model = lm.TokenLSTM(vocab, dim, layers)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    parts = {"student_fwd_bwd": 0.0, "teacher_fwd": 0.0, "stats": 0.0, "loss": 0.0}
+    parts = {"student_fwd_bwd": 0.0, "teacher_lstm": 0.0, "teacher_head": 0.0, "stats": 0.0}
+    parts["loss"] = 0.0
     tokens = 0
     for i, idx in enumerate(batches):
         if i == warmup:
@@ -50,11 +56,14 @@ def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
         logits = model(x)
         t1 = time.perf_counter()
         if method == "cross_entropy":
-            t2 = t3 = t1  # no teacher: the loss share is the cross-entropy itself
+            t1b = t2 = t3 = t1  # no teacher: the loss share is the cross-entropy itself
             y = lm.targets_of(data["targets"], idx, x.shape[1])
             loss = F.cross_entropy(logits, y)
         else:
-            z = lm.member_logits(members, x)
+            with torch.no_grad():  # lm.member_logits, split: the LSTMs, then the output heads
+                hidden = [m.hidden(x) for m in members]
+                t1b = time.perf_counter()
+                z = [m.head(h).float() for m, h in zip(members, hidden, strict=True)]
             t2 = time.perf_counter()
             if method == "stats64":
                 s = Dir.teacher_stats(torch.stack(z, 1).double())
@@ -64,14 +73,16 @@ def step_times(method, members, batches, data, vocab, dim, layers, warmup=3):
                 s = Dir.online_teacher_stats(z, need_floored=methods.get(method).needs_floored)
                 t3 = time.perf_counter()
                 opts = {"model_offset": 0.0} if method == "end2" else {}
-                loss = methods.loss(method, opts, logits, s)
+                with Lm.gradient_only(i % every != 0):  # as the engine: a value 1 step in N
+                    loss = methods.loss(method, opts, logits, s)
         t4 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
         opt.step()
         t5 = time.perf_counter()
         parts["student_fwd_bwd"] += (t1 - t0) + (t5 - t4)
-        parts["teacher_fwd"] += t2 - t1
+        parts["teacher_lstm"] += t1b - t1
+        parts["teacher_head"] += t2 - t1b
         parts["stats"] += t3 - t2
         parts["loss"] += t4 - t3
         tokens += logits.shape[0]
@@ -89,6 +100,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--value-every",
+        type=int,
+        default=LOSS_VALUE_EVERY,
+        help="the loss value on 1 step in N, the float32 gradient alone on the others (1: always)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads} batch={args.batch_size} sequences, M={args.members}")
@@ -105,7 +122,9 @@ def main() -> None:
         print(f"\nV = {vocab}")
         print(f"{'method':14s} {'tokens/s':>9s} {'x CE':>6s}  share of the step")
         for method in ("cross_entropy", "end", "end2", "pd_end2", "stats64"):
-            tps, parts = step_times(method, members, batches, data, vocab, args.dim, args.layers)
+            tps, parts = step_times(
+                method, members, batches, data, vocab, args.dim, args.layers, args.value_every
+            )
             base = base or tps
             share = "  ".join(f"{k}={v:.2f}" for k, v in parts.items() if v > 0)
             label = "end+stats64" if method == "stats64" else method

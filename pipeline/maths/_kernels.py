@@ -6,7 +6,8 @@ analysis"): one float64 pass over ``[B, K]`` per special function, no autograd g
 ``lgamma``/``digamma``. The eager cores are the reference; the fused cores are the same maths
 written around :mod:`pipeline.maths.special` for ``torch.compile`` (tests pin one to the other).
 Clamped logits get zero gradient; gradients cast back to float16/bfloat16/float32 are saturated to
-that dtype's finite range.
+that dtype's finite range. Inside :func:`pipeline.maths.values.gradient_only`, :class:`Loss` runs
+the float32 gradient kernels of :mod:`._grad32` instead where they hold (:func:`_gradient_only`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_proxy_target_and_precision():
 
 @pytest.mark.parametrize("k", [7, 1000, 20000])
 @pytest.mark.parametrize(("temperature", "smoothing"), [(1.0, 0.0), (2.5, 0.0), (1.0, 1e-3)])
-def test_online_stats_match_float64_stats(k, temperature, smoothing):
+def test_online_stats_match_float64_stats(backend, k, temperature, smoothing):
     g = torch.Generator().manual_seed(k)
     z = torch.randn(37, 3, k, generator=g) * 4.0  # 37 rows: several row blocks at large K
     ref = Sm.teacher_stats(z.double(), temperature=temperature, smoothing=smoothing)
@@ -103,7 +103,7 @@ def test_online_stats_match_float64_stats(k, temperature, smoothing):
         assert ((a - b).abs() <= 1e-4 * b.abs().clamp_min(1.0)).all()
 
 
-def test_online_stats_agreeing_members_stay_finite():
+def test_online_stats_agreeing_members_stay_finite(backend):
     z = torch.randn(4, 1, 5000).expand(4, 3, 5000)  # identical members: RMI ~ 0
     s = Sm.online_teacher_stats(z, need_floored=False)
     assert s.floored_mean_log_probs is None
