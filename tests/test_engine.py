@@ -95,7 +95,7 @@ def test_divergence_stops_loudly_and_keeps_the_last_good_checkpoint(tmp_path, wh
     assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1  # the epoch before
 
 
-def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_path):
+def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_path, eager):
     """``loss_value_every``: the loss value on the first step, every N-th and the last; the other
     steps take the float32 gradient alone, and a non-finite gradient there still stops the run."""
     from dataclasses import replace

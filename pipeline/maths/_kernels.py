@@ -251,15 +251,18 @@ GRADIENT_ONLY = tuple(_grad32.KERNELS)
 """The losses with a float32 gradient-only kernel (not the forward-KL ablation: see
 :mod:`._grad32`)."""
 EAGER32_MAX_NUMEL = 1 << 21
-"""Run eagerly, the float32 kernels' many ``[B, K]`` temporaries outweigh float32 arithmetic above
-about this many logits (measured: 2x faster than float64 eager at 256 x 1,000, 2.5x slower at
-256 x 40,000); larger eager inputs keep the float64 kernels."""
+"""The float32 kernels run eagerly only when the eager backend is asked for
+(``PROXY_END2_LOSS_BACKEND=eager``) and up to this many logits. Eager, they are a few dozen
+small ops whose temporaries outweigh float32 arithmetic: measured, 2x faster than the float64
+eager kernels at 256 x 1,000 but 2.5x slower at 256 x 40,000, and slower on the small batches
+(~40k logits) that ``auto`` leaves eager; so ``auto`` keeps the float64 kernels wherever it does
+not compile."""
 
 
 def _gradient_only(name: str, logits: Tensor, args: tuple, scalars: tuple):
     """``(placeholder [B], float32 gradient)`` from :mod:`._grad32`, or ``None`` where its
-    kernels do not hold for these logits or the logits are float64 (the float64 kernels run
-    instead)."""
+    kernels do not hold for these logits, the logits are float64 or the backend runs eagerly
+    (see :data:`EAGER32_MAX_NUMEL`): the float64 kernels run instead."""
     temperature = scalars[1] if name == "end2" else 1.0
     if name not in GRADIENT_ONLY or logits.dtype == F64:  # float64 logits get float64 maths
         return None
@@ -278,7 +281,9 @@ def _gradient_only(name: str, logits: Tensor, args: tuple, scalars: tuple):
             return _compiled(f"{name}32", kernel)(*inputs)
         except Exception as err:
             _compile_failure(err)
-    return kernel(*inputs) if logits.numel() <= EAGER32_MAX_NUMEL else None
+    if os.environ.get(BACKEND_ENV, "auto") != "eager" or logits.numel() > EAGER32_MAX_NUMEL:
+        return None
+    return kernel(*inputs)
 
 
 class Loss(torch.autograd.Function):

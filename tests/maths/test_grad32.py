@@ -13,6 +13,9 @@ from pipeline.maths import losses as Lm
 from pipeline.maths.stats import proxy_precision, teacher_stats
 from pipeline.maths.values import gradient_only
 
+# The float32 kernels run eagerly only when the eager backend is asked for (auto keeps small
+# batches on the float64 kernels: test_auto_leaves_small_batches_on_float64)
+pytestmark = pytest.mark.usefixtures("eager")
 F64 = torch.float64
 LOSSES = {"end": Lm.end_loss, "end2": Lm.end2_loss, "rkl": Lm.proxy_rkl_loss}
 RTOL = 1e-4  # per row: max |error| <= RTOL * max |exact gradient|
@@ -213,3 +216,20 @@ def test_the_value_needs_float64():
     in_float32 = dirichlet_kl(alpha.float(), beta.float()).double() / big_b
     assert bool((exact > 0).all())
     assert float(((in_float32 - exact) / exact).abs().min()) > 0.5
+
+
+def test_auto_leaves_small_batches_on_float64(monkeypatch):
+    """In ``auto`` mode the float32 kernels run compiled only (from COMPILE_MIN_NUMEL logits):
+    eagerly, their few dozen small ops cost more than the float64 kernel on small batches."""
+    monkeypatch.setenv(Lm.BACKEND_ENV, "auto")
+    _, small, _ = _teacher(4, 50, 1.0, False, seed=6)
+    z = torch.zeros(4, 50, requires_grad=True)
+    with gradient_only() as rec:
+        assert Lm.proxy_rkl_loss(z, small).item() > 0
+    assert rec.placeholders == 0
+    k = Lm.COMPILE_MIN_NUMEL // 4
+    _, large, _ = _teacher(4, k, 1.0, False, seed=7)
+    z = torch.zeros(4, k, requires_grad=True)
+    with gradient_only() as rec:
+        assert Lm.proxy_rkl_loss(z, large).item() == 0.0
+    assert rec.placeholders == 1
