@@ -105,20 +105,22 @@ def end2_grad(z: Tensor, lbar: Tensor, m: Tensor, t: Tensor) -> tuple[Tensor, Te
 
 def rkl_grad(z: Tensor, pbar: Tensor, big_b: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
     """PD-EnD2: ``x_c / B [(alpha_c - beta_c) psi'(alpha_c) - (alpha_0 - beta_0) psi'(alpha_0)]``
-    with ``beta = pi_bar B + 1`` (``beta_0 = B + K``). With ``w(y) = y psi'(y) - 1``,
+    with ``beta = pi_bar B + 1`` (``beta_0 = B S + K``, ``S = sum(pi_bar)``). With ``w(y) = y psi'(y) - 1``,
     ``q_c = x_c / alpha_0``, ``r_c = x_c / alpha_c``, ``A = (beta_0 / B)(1 + w_0)`` and
     ``C_c = (beta_c / B)(1 + w_c)``:
     ``g_c = x_c (w_c - w_0) / B + q_c A - r_c C_c``, every term O(1) whatever the scale of
     ``alpha`` and ``beta``; where ``q_c > 1/2`` the last two as ``(A - C_c) - (1 - q_c) A + (1 -
-    r_c) C_c`` with ``A - C_c`` from ``(beta_0 - beta_c) / B = (1 - pi_bar_c) + (K - 1) / B``."""
+    r_c) C_c`` with ``A - C_c`` from ``(beta_0 - beta_c) / B = (S - pi_bar_c) + (K - 1) / B``."""
     x = torch.exp(z.to(F32))
     mf = m.to(F32)
     alpha = x + mf
     k = z.shape[-1]
     b64 = big_b[:, None].to(F64)
+    big_s = pbar.sum(-1, keepdim=True, dtype=F64)  # 1 up to the rounding of pi_bar's dtype
+    beta0_b = (b64 * big_s + k) / b64  # beta_0 / B
     alpha0 = alpha.sum(-1, keepdim=True, dtype=F64)
     w0_64 = alpha0 * torch.polygamma(1, alpha0) - 1.0
-    a_row = ((b64 + k) / b64 * (1.0 + w0_64)).to(F32)
+    a_row = (beta0_b * (1.0 + w0_64)).to(F32)
     w0, inv_b = w0_64.to(F32), (1.0 / b64).to(F32)
     w = scaled_trigamma_m1(alpha)
     beta_b = pbar.to(F32) + inv_b
@@ -126,7 +128,8 @@ def rkl_grad(z: Tensor, pbar: Tensor, big_b: Tensor, m: Tensor) -> tuple[Tensor,
     q = x * (1.0 / alpha0).to(F32)
     r = x / alpha
     direct = q * a_row - r * c
-    gap = (1.0 - pbar.to(F64) + (k - 1) / b64).to(F32) + ((b64 + k) / b64).to(F32) * w0 - beta_b * w
+    # (beta_0 - beta_c) / B = (S - pi_bar_c) + (K - 1) / B, the complement in float64
+    gap = (big_s - pbar.to(F64) + (k - 1) / b64).to(F32) + beta0_b.to(F32) * w0 - beta_b * w
     one_minus_q = ((alpha0 - x.to(F64)) / alpha0).to(F32)
     dominant = gap - one_minus_q * a_row + (mf / alpha) * c
     grad = x * (w - w0) * inv_b + torch.where(q > 0.5, dominant, direct)

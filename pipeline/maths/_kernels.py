@@ -74,9 +74,9 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
 # torch.compile around pipeline.special (tests pin one to the other).
 
 
-def end_eager(logits, pbar, neg_entropy, *, need_grad):
+def end_eager(logits, pbar, *, need_grad):
     logp = torch.log_softmax(logits.detach(), dim=-1, dtype=F64)
-    value = neg_entropy - _rowdot(pbar, logp)
+    value = torch.xlogy(pbar, pbar).sum(-1) - _rowdot(pbar, logp)
     grad = logp.exp_().mul_(pbar.sum(-1, keepdim=True)).sub_(pbar) if need_grad else None
     return value, grad
 
@@ -302,10 +302,12 @@ class Loss(torch.autograd.Function):
                 values.mark_placeholder()
         if out is not None:
             value, grad = out
-        elif name in _FUSED and loss_backend(logits.numel()) == "compiled":
-            value, grad = _run_fused(name, eager_core, logits, args, scalars, need_grad)
-        else:
-            value, grad = eager_core(logits, *args, *scalars, need_grad=need_grad)
+        else:  # the float64 kernels: float32 teacher tensors (online statistics) widened here
+            args = tuple(a.to(F64) for a in args)
+            if name in _FUSED and loss_backend(logits.numel()) == "compiled":
+                value, grad = _run_fused(name, eager_core, logits, args, scalars, need_grad)
+            else:
+                value, grad = eager_core(logits, *args, *scalars, need_grad=need_grad)
         if grad is not None:
             ctx.save_for_backward(grad)
         ctx.dtype = logits.dtype

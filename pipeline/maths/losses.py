@@ -112,9 +112,7 @@ def end_loss(
     """
     check_matrix("student_logits", student_logits)
     s = _resolve_stats(stats, student_logits)
-    pbar = s.mean_probs
-    neg_entropy = torch.xlogy(pbar, pbar).sum(-1)
-    value = apply(student_logits, "end", end_eager, (pbar, neg_entropy), ())
+    value = apply(student_logits, "end", end_eager, (s.mean_probs,), ())
     return _reduce(value, reduction)
 
 

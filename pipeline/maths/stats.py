@@ -2,8 +2,8 @@
 
 Shapes: ``B`` examples (or tokens), ``M`` members, ``K`` classes. Every loss depends on the ensemble
 only through ``pi_bar``, ``l_bar`` and the RMI (``docs/method.md``), so :class:`TeacherStats`
-holds exactly those, in float64. ``RMI`` is clamped at 0, so agreeing members give
-``beta_hat_0 = (K-1)/eps ~ 1e11``, finite.
+holds exactly those, in float64 (float32 from the online path). ``RMI`` is clamped at 0, so
+agreeing members give ``beta_hat_0 = (K-1)/eps ~ 1e11``, finite.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ __all__ = [
 @dataclass(frozen=True)
 class TeacherStats:
     """Sufficient statistics of an ensemble's predictions for one batch.
+
+    Every ``[B, K]`` tensor is float64, except from :func:`online_teacher_stats` (float32, the
+    precision it computes in); ``rmi`` is always float64.
 
     Attributes:
         mean_probs: ``[B, K]`` float64, ``pi_bar = mean_m softmax(z_m / T)`` (rows sum to 1).
@@ -220,16 +223,18 @@ def online_teacher_stats(
     """:func:`teacher_stats` for members run during training (token-level students, large K).
 
     Same statistics, computed for speed in float32 (the precision of the member logits
-    themselves): each member's ``log_softmax(z / T)``, ``exp`` and ``ln(pi + eps)`` and their
-    sums over members; the means are then cast to float64 (``pi_bar`` renormalised) and the RMI
-    terms summed in float64. Where the loss backend is compiled for this many logits
+    themselves) and **returned in float32** (``pi_bar`` renormalised to sum to 1 up to float32
+    rounding; widening them would add no digits, only memory: the float32 gradient kernels read
+    them as they are and the float64 kernels widen them on the steps that run): each member's
+    ``log_softmax(z / T)``, ``exp`` and ``ln(pi + eps)`` and their sums over members; the RMI
+    terms summed in float64 (``rmi`` is float64). Where the loss backend is compiled for this many logits
     (:func:`pipeline.maths.losses.loss_backend`) the whole computation is one ``torch.compile``d
     function (:func:`_online_core`: each member's logits read once); otherwise it runs eagerly,
     in place, over row blocks small enough to stay in cache. On a CPU,
     float64 ``exp``/``log`` are ~10x slower than float32, and the float64 :func:`teacher_stats`
     cost more than the student's own step at K = 5,000; this path is several times faster.
-    Against it, the differences are O(1e-7) relative in ``pi_bar`` and O(1e-6) absolute in
-    ``l_bar`` and the RMI (pinned in tests/test_dirichlet.py).
+    Against it, the differences are O(1e-6) relative in ``pi_bar`` and O(1e-6) absolute in
+    ``l_bar`` and the RMI (pinned in ``tests/maths/test_stats.py``).
 
     Args:
         member_logits: ``[B, M, K]`` logits or log-probs, or a list of ``M`` ``[B, K]`` tensors.
@@ -273,7 +278,7 @@ def online_teacher_stats(
 def _online_eager(members, temperature, smoothing, need_floored):
     """:func:`online_teacher_stats` over row blocks small enough to stay in cache."""
     (b, k), m, dev = members[0].shape, len(members), members[0].device
-    pbar = torch.empty(b, k, dtype=F64, device=dev)
+    pbar = torch.empty(b, k, dtype=torch.float32, device=dev)
     lbar, rmi = torch.empty_like(pbar), torch.empty(b, dtype=F64, device=dev)
     floored = torch.empty_like(pbar) if need_floored else None
     rows = max(1, ONLINE_BLOCK // k)
@@ -295,12 +300,11 @@ def _online_eager(members, temperature, smoothing, need_floored):
                 f = torch.log(p + EPS)
                 f_sum = f if f_sum is None else f_sum.add_(f)
         p_mean = p_sum.div_(m)
-        log_p = torch.log(p_mean).to(F64)
-        pb = p_mean.to(F64)
-        pb /= pb.sum(-1, keepdim=True)
-        lb = l_sum.div_(m).to(F64).clamp_min_(LOG_PROB_FLOOR)
-        pbar[sl], lbar[sl] = pb, lb
-        rmi[sl] = torch.where(pb > 0, pb * (log_p - lb), 0.0).sum(-1).clamp_min(0.0)
+        lb = l_sum.div_(m).clamp_min_(LOG_PROB_FLOOR)
+        terms = torch.where(p_mean > 0, p_mean * (torch.log(p_mean) - lb), 0.0)
+        rmi[sl] = terms.sum(-1, dtype=F64).clamp_min(0.0)
+        pbar[sl] = p_mean.mul_((1.0 / p_mean.sum(-1, keepdim=True, dtype=F64)).float())
+        lbar[sl] = lb
         if floored is not None:
             floored[sl] = f_sum.div_(m)
     return pbar, lbar, rmi, floored
@@ -328,10 +332,9 @@ def _online_core(t: Tensor, gamma: Tensor, smooth: bool, need_floored: bool, *me
     l_mean = (l_sum / m).clamp_min(LOG_PROB_FLOOR)
     terms = torch.where(p_mean > 0, p_mean * (p_mean.log() - l_mean), 0.0)
     rmi = terms.sum(-1, dtype=F64).clamp_min(0.0)
-    pbar = p_mean.to(F64)
-    pbar = pbar / pbar.sum(-1, keepdim=True)
-    floored = (f_sum / m).to(F64) if need_floored else None
-    return pbar, l_mean.to(F64), rmi, floored
+    pbar = p_mean * (1.0 / p_mean.sum(-1, keepdim=True, dtype=F64)).to(torch.float32)
+    floored = f_sum / m if need_floored else None
+    return pbar, l_mean, rmi, floored
 
 
 _online_compiled_fn = None

@@ -10,6 +10,7 @@ import torch
 
 from pipeline.maths import _grad32, special
 from pipeline.maths import losses as Lm
+from pipeline.maths import stats as Sm
 from pipeline.maths.stats import proxy_precision, teacher_stats
 from pipeline.maths.values import gradient_only
 
@@ -233,3 +234,23 @@ def test_auto_leaves_small_batches_on_float64(monkeypatch):
     with gradient_only() as rec:
         assert Lm.proxy_rkl_loss(z, large).item() == 0.0
     assert rec.placeholders == 1
+
+
+@pytest.mark.parametrize("identical", [False, True])
+def test_float32_online_statistics_feed_the_float32_kernels(monkeypatch, identical):
+    """The token task's path: float32 statistics from online_teacher_stats (pi_bar summing to 1
+    only up to float32 rounding), the float32 gradient, against float64 statistics and kernels."""
+    monkeypatch.setenv(Lm.BACKEND_ENV, "compiled")
+    k = 20000
+    lp, ref, g = _teacher(4, k, 4.0, identical, seed=8)
+    online = Sm.online_teacher_stats(list(lp.float().unbind(1)))
+    assert online.mean_probs.dtype == torch.float32
+    z = (3.0 * torch.randn(4, k, generator=g)).float()
+    for name, kw in (("end", {}), ("end2", {"model_offset": 0.0}), ("rkl", {})):
+        _, g64, _ = _gradients(name, z.double(), ref, kw, grad_only=False)
+        value, g32, n = _gradients(name, z, online, kw, grad_only=True)
+        assert n == 1 and _row_error(g32, g64) <= RTOL, name
+        # a value step (float64 kernels) widens the float32 statistics
+        v64, _, _ = _gradients(name, z, online, kw, grad_only=False)
+        want, _, _ = _gradients(name, z, ref, kw, grad_only=False)
+        assert bool(((v64 - want).abs() <= 1e-4 * want.abs().clamp_min(1.0)).all()), name
