@@ -106,8 +106,8 @@ def end2_grad(z: Tensor, lbar: Tensor, m: Tensor, t: Tensor) -> tuple[Tensor, Te
 def rkl_grad(z: Tensor, pbar: Tensor, big_b: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
     """PD-EnD2: ``x_c / B [(alpha_c - beta_c) psi'(alpha_c) - (alpha_0 - beta_0) psi'(alpha_0)]``
     with ``beta = pi_bar B + 1`` (``beta_0 = B S + K``, ``S = sum(pi_bar)``). With
-    ``w(y) = y psi'(y) - 1``, ``q_c = x_c / alpha_0``, ``r_c = x_c / alpha_c``, ``A = (beta_0 / B)(1 + w_0)`` and
-    ``C_c = (beta_c / B)(1 + w_c)``:
+    ``w(y) = y psi'(y) - 1``, ``q_c = x_c / alpha_0``, ``r_c = x_c / alpha_c``,
+    ``A = (beta_0 / B)(1 + w_0)`` and ``C_c = (beta_c / B)(1 + w_c)``:
     ``g_c = x_c (w_c - w_0) / B + q_c A - r_c C_c``, every term O(1) whatever the scale of
     ``alpha`` and ``beta``; where ``q_c > 1/2`` the last two as ``(A - C_c) - (1 - q_c) A + (1 -
     r_c) C_c`` with ``A - C_c`` from ``(beta_0 - beta_c) / B = (S - pi_bar_c) + (K - 1) / B``."""
