@@ -227,12 +227,12 @@ def online_teacher_stats(
     rounding; widening them would add no digits, only memory: the float32 gradient kernels read
     them as they are and the float64 kernels widen them on the steps that run): each member's
     ``log_softmax(z / T)``, ``exp`` and ``ln(pi + eps)`` and their sums over members; the RMI
-    terms summed in float64 (``rmi`` is float64). Where the loss backend is compiled for this many logits
-    (:func:`pipeline.maths.losses.loss_backend`) the whole computation is one ``torch.compile``d
-    function (:func:`_online_core`: each member's logits read once); otherwise it runs eagerly,
-    in place, over row blocks small enough to stay in cache. On a CPU,
-    float64 ``exp``/``log`` are ~10x slower than float32, and the float64 :func:`teacher_stats`
-    cost more than the student's own step at K = 5,000; this path is several times faster.
+    terms summed in float64 (``rmi`` is float64). Where the loss backend is compiled for this
+    many logits (:func:`pipeline.maths.losses.loss_backend`) the whole computation is one
+    ``torch.compile``d function (:func:`_online_core`: each member's logits read once); otherwise
+    it runs eagerly, in place, over row blocks small enough to stay in cache. On a CPU, float64
+    ``exp``/``log`` are ~10x slower than float32, and the float64 :func:`teacher_stats` cost more
+    than the student's own step at K = 5,000; this path is several times faster.
     Against it, the differences are O(1e-6) relative in ``pi_bar`` and O(1e-6) absolute in
     ``l_bar`` and the RMI (pinned in ``tests/maths/test_stats.py``).
 
