@@ -247,12 +247,10 @@ def _run_fused(name: str, eager_core, logits: Tensor, args: tuple, scalars: tupl
         return eager_core(logits, *args, *scalars, need_grad=need_grad)
 
 
-GRADIENT_ONLY = tuple(_grad32.KERNELS)
-"""The losses with a float32 gradient-only kernel (not the forward-KL ablation: see
-:mod:`._grad32`)."""
 EAGER32_MAX_NUMEL = 1 << 21
-"""The float32 kernels run eagerly only when the eager backend is asked for
-(``PROXY_END2_LOSS_BACKEND=eager``) and up to this many logits. Eager, they are a few dozen
+"""The float32 kernels (:data:`._grad32.KERNELS`: not the forward-KL ablation) run eagerly only
+when the eager backend is asked for (``PROXY_END2_LOSS_BACKEND=eager``) and up to this many
+logits. Eager, they are a few dozen
 small ops whose temporaries outweigh float32 arithmetic: measured, 2x faster than the float64
 eager kernels at 256 x 1,000 but 2.5x slower at 256 x 40,000, and slower on the small batches
 (~40k logits) that ``auto`` leaves eager; so ``auto`` keeps the float64 kernels wherever it does
@@ -263,10 +261,13 @@ def _gradient_only(name: str, logits: Tensor, args: tuple, scalars: tuple):
     """``(placeholder [B], float32 gradient)`` from :mod:`._grad32`, or ``None`` where its
     kernels do not hold for these logits, the logits are float64 or the backend runs eagerly
     (see :data:`EAGER32_MAX_NUMEL`): the float64 kernels run instead."""
-    temperature = scalars[1] if name == "end2" else 1.0
-    if name not in GRADIENT_ONLY or logits.dtype == F64:  # float64 logits get float64 maths
+    numel = logits.numel()
+    if name not in _grad32.KERNELS or logits.dtype == F64:  # float64 logits get float64 maths
         return None
-    if not _grad32.fits(logits, temperature):
+    compiled = loss_backend(numel) == "compiled"
+    eager = os.environ.get(BACKEND_ENV, "auto") == "eager" and numel <= EAGER32_MAX_NUMEL
+    temperature = scalars[1] if name == "end2" else 1.0
+    if not (compiled or eager) or not _grad32.fits(logits, temperature):
         return None
     z, dev = logits.detach(), logits.device
     if name == "end":
@@ -276,13 +277,12 @@ def _gradient_only(name: str, logits: Tensor, args: tuple, scalars: tuple):
     else:
         inputs = (z, *args, torch.tensor(scalars[0], dtype=F64, device=dev))
     kernel = _grad32.KERNELS[name]
-    if loss_backend(logits.numel()) == "compiled":
+    if compiled:
         try:
             return _compiled(f"{name}32", kernel)(*inputs)
         except Exception as err:
             _compile_failure(err)
-    if os.environ.get(BACKEND_ENV, "auto") != "eager" or logits.numel() > EAGER32_MAX_NUMEL:
-        return None
+            return None  # auto mode: the float64 kernels run eagerly from now on
     return kernel(*inputs)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from pipeline.maths import _kernels
 from pipeline.maths.dirichlet import EPS, F64, LOG_PROB_FLOOR, check_matrix, check_positive
 
 __all__ = [
@@ -337,25 +338,18 @@ def _online_core(t: Tensor, gamma: Tensor, smooth: bool, need_floored: bool, *me
     return pbar, l_mean, rmi, floored
 
 
-_online_compiled_fn = None
-
-
 def _online_compiled(members, temperature, smoothing, need_floored):
     """:func:`_online_core` compiled, where the loss backend is compiled for this many logits
     (:func:`pipeline.maths._kernels.loss_backend`); ``None`` otherwise or if compiling fails."""
-    from pipeline.maths import _kernels
-
-    global _online_compiled_fn
     (b, k), m = members[0].shape, len(members)
     if _kernels.loss_backend(b * k * m) != "compiled":
         return None
-    if _online_compiled_fn is None:
-        _online_compiled_fn = torch.compile(_online_core, dynamic=True)
+    fn = _kernels._compiled("online_stats", _online_core)
     dev = members[0].device
     t = torch.tensor(temperature, dtype=F64, device=dev)
     gamma = torch.tensor(smoothing, dtype=F64, device=dev)
     try:
-        return _online_compiled_fn(t, gamma, smoothing > 0.0, need_floored, *members)
+        return fn(t, gamma, smoothing > 0.0, need_floored, *members)
     except Exception as err:  # compiler missing or broken: as the losses, tell once, stay eager
         _kernels._compile_failure(err)
         return None
