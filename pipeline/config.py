@@ -112,7 +112,7 @@ def check(config: dict, task: str) -> None:
         check_training(prefix, cfg)
     for method, options in config["students"]["methods"].items():
         try:
-            methods.resolve_options(method, options or {})
+            methods.variant(method, options or {})
         except (KeyError, ValueError) as err:
             raise ConfigError(f"students.methods.{method}", options, str(err)) from err
     ood = config.get("ood") or {}

@@ -39,6 +39,8 @@ LOSS_VALUE_EVERY = 10
 logs and ``train_loss``) on the first step of an epoch, every this many steps and the last; the
 other steps take its float32 gradient alone (:mod:`pipeline.maths.values`). Cross-entropy always
 has its value."""
+CURVE_FILE = "curve.csv"
+"""The learning curve beside a model's ``history.csv`` (rows of :func:`fit`'s ``curve_fn``)."""
 STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
 """Testing hook: stop (as if killed) after this many epochs of this run, keeping the checkpoint."""
 
@@ -205,12 +207,20 @@ def fit(
     eval_fn: Callable[[nn.Module, int], dict] | None = None,
     device: torch.device = CPU,
     log: Callable[[str], None] = print,
+    curve_fn: Callable[[nn.Module], dict] | None = None,
+    curve: list[dict] | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``feed`` for ``cfg["epochs"]`` epochs, resumably.
 
     ``loss_fn(logits, idx [b], epoch)`` gives the batch loss (``idx`` indexes the training set,
     so targets can be looked up); ``eval_fn(model, epoch)`` returns validation metrics.
     Returns the per-epoch history (also kept in the checkpoint).
+
+    Learning curve: with ``curve_fn`` and ``cfg["curve_every"]`` = N, ``curve_fn(model)`` (eval
+    mode, no grad) is recorded before the first step, after every N-th step and after the last
+    step of each epoch, as ``{"step", "epoch", "samples", **metrics}`` rows appended to
+    ``curve`` (kept in the checkpoint too: a resumed run gives the same rows). It draws no
+    random numbers, so training is the same with or without it.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     n = feed.n
@@ -219,6 +229,7 @@ def fit(
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps)
     history: list[dict] = []
+    points: list[dict] = []
     start = 0
     ckpt_path = Path(ckpt_path)
     state = _read_checkpoint(ckpt_path, log)
@@ -228,6 +239,7 @@ def fit(
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             history, start = state["history"], int(state["epoch"])
+            points = list(state.get("curve", []))
             log(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
         else:
             log(f"ignoring stale checkpoint {ckpt_path} (config, code, data or seed changed)")
@@ -236,7 +248,23 @@ def fit(
     grad_clip = cfg.get("grad_clip")
     value_every = int(cfg.get("loss_value_every", LOSS_VALUE_EVERY))
     board = _board(start * steps)
+    curve_every = int(cfg.get("curve_every") or 0) if curve_fn is not None else 0
+    samples = int(points[-1]["samples"]) if points else 0
+
+    def point(epoch: int, global_step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            row = {"step": global_step, "epoch": epoch, "samples": samples, **curve_fn(model)}
+        model.train()
+        points.append(row)
+        if board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch", "samples") and math.isfinite(value):
+                    board.add_scalar(f"curve/{key}", value, global_step)
+
     try:
+        if curve_every and start == 0:
+            point(0, 0)
         board_every = max(1, steps // 100)  # at most ~100 step points per epoch
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
@@ -284,6 +312,10 @@ def fit(
                 opt.step()
                 sched.step()
                 count += len(idx)
+                samples += len(idx)
+                done = epoch * steps + step + 1
+                if curve_every and (done % curve_every == 0 or step == steps - 1):
+                    point(epoch + 1, done)
                 if not placeholder:
                     value = check
                     total += value * len(idx)
@@ -320,6 +352,7 @@ def fit(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "history": history,
+                    "curve": points,
                 },
                 ckpt_path,
             )
@@ -330,6 +363,8 @@ def fit(
     finally:
         if board is not None:
             board.close()
+    if curve is not None:
+        curve.extend(points)
     return history
 
 
@@ -367,13 +402,16 @@ def fit_and_save(
     eval_fn,
     device: torch.device,
     log: Callable[[str], None],
+    curve_fn: Callable[[nn.Module], dict] | None = None,
 ) -> list[dict]:
     """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
     slice without the device, seed, ``fp_inputs``: the inputs' and the code's checksums), the
     resumable fit, then the weights with ``meta`` + config + the code's checksum + history beside
-    them, ``history.csv``, and the checkpoint removed."""
+    them, ``history.csv`` (and the learning curve :data:`CURVE_FILE` when ``curve_fn`` is given),
+    and the checkpoint removed."""
     cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
     fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
+    points: list[dict] = []
     history = fit(
         model,
         feed,
@@ -385,10 +423,14 @@ def fit_and_save(
         eval_fn=eval_fn,
         device=device,
         log=log,
+        curve_fn=curve_fn,
+        curve=points,
     )
     meta = {**meta, "seed": seed, "config": cfg, "code_sha256": fp_inputs.get("code")}
     save_model(model.cpu(), out, {**meta, "history": history})
     write_history(history, Path(out).with_name("history.csv"))
+    if curve_fn is not None:
+        write_history(points, Path(out).with_name(CURVE_FILE))
     Path(ckpt).unlink(missing_ok=True)  # a finished job leaves no checkpoint to resume
     return history
 

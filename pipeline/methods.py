@@ -21,28 +21,44 @@ pd_fkl     KL[Dir(beta) || Dir(alpha)] (ablation)                       model_of
 
 ``temperature`` is the EnD2 schedule ``{initial, hold_epochs, anneal_epochs}``: hold
 ``T = initial`` for ``hold_epochs``, then decay linearly to 1 over ``anneal_epochs``.
+
+Every method also takes the student options of :data:`STUDENT_OPTIONS` (they set the student up,
+the loss never sees them): ``init_bias: log_marginal`` starts the student's output bias at the
+ensemble's log class-marginal.
+
+**Variants.** A key of ``students.methods`` names a *group* (the system prefix, the line in a
+table): a registered method, or any other name with ``method: <registered name>`` among its
+options, e.g. ``pd_end2_moff0: {method: pd_end2, model_offset: 0}`` beside ``pd_end2``.
+:func:`variant` resolves a group; :func:`label`, :func:`color` and :func:`order` show it (a
+variant ``<method>_<suffix>`` reads "<method's display> <suffix>").
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 __all__ = [
     "COLORS",
+    "STUDENT_OPTIONS",
     "GROUP_LABELS",
     "GROUP_ORDER",
     "METHODS",
     "Method",
+    "color",
     "get",
+    "label",
     "loss",
     "member_transform",
     "model_offset",
     "needs_members",
+    "order",
     "parse_system",
     "resolve_options",
     "temperature_at",
+    "variant",
 ]
 
 
@@ -111,6 +127,14 @@ GROUP_LABELS = {"member": "Single model", "ensemble": "Ensemble"} | {
 COLORS = {"member": "tab:gray", "ensemble": "black"} | {m.name: m.color for m in METHODS.values()}
 
 
+STUDENT_OPTIONS = MappingProxyType({"init_bias": None})
+"""Options every method takes that set up the student, not its loss, with their defaults:
+``init_bias``: ``None`` (the model's own initialisation) or ``"log_marginal"`` (the output bias
+starts at ln of the ensemble's mean pi_bar over the training tokens, centred)."""
+INIT_BIAS = ("log_marginal",)
+VARIANT_PALETTE = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "navy", "gold")
+
+
 def get(name: str) -> Method:
     """The registered method ``name``; a ``ValueError`` naming the choices otherwise."""
     if name not in METHODS:
@@ -119,14 +143,66 @@ def get(name: str) -> Method:
 
 
 def resolve_options(name: str, options: dict | None) -> dict[str, Any]:
-    """``options`` completed with the method's defaults; an unknown option is an error."""
+    """``options`` completed with the method's defaults and :data:`STUDENT_OPTIONS`; an unknown
+    option or an unknown ``init_bias`` is an error."""
     method, options = get(name), dict(options or {})
-    unknown = sorted(set(options) - set(method.defaults))
+    allowed = {**method.defaults, **STUDENT_OPTIONS}
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
+        raise ValueError(f"method {name!r} has no option(s) {unknown}; it takes {sorted(allowed)}")
+    init = options.get("init_bias")
+    if init is not None and init not in INIT_BIAS:
+        raise ValueError(f"init_bias must be one of {INIT_BIAS} or null, got {init!r}")
+    return {**allowed, **options}
+
+
+def variant(group: str, options: dict | None) -> tuple[str, dict[str, Any]]:
+    """The registered method and the options (without ``method``) of ``students.methods.<group>``:
+    ``method`` names it, defaulting to ``group`` itself. Errors name the group."""
+    options = dict(options or {})
+    name = options.pop("method", group)
+    if "-seed" in group or not group.replace("_", "").isalnum():
+        raise ValueError(f"method group {group!r}: use letters, digits and _ only")
+    if name not in METHODS:
+        hint = "" if group == name else f" (method: {name!r})"
         raise ValueError(
-            f"method {name!r} has no option(s) {unknown}; it takes {sorted(method.defaults)}"
+            f"method group {group!r}{hint} is not a registered method; give `method:` one of "
+            f"{tuple(METHODS)}"
         )
-    return {**method.defaults, **options}
+    resolve_options(name, options)
+    return name, options
+
+
+def _base(group: str) -> tuple[str | None, str]:
+    """The registered method a group is named after (longest ``<method>_`` prefix) and the rest."""
+    if group in METHODS:
+        return group, ""
+    best = max((m for m in METHODS if group.startswith(m + "_")), key=len, default=None)
+    return best, group[len(best) + 1 :] if best else group
+
+
+def label(group: str) -> str:
+    """How a system group is shown: :data:`GROUP_LABELS`, a variant as "<display> <suffix>"."""
+    if group in GROUP_LABELS:
+        return GROUP_LABELS[group]
+    base, rest = _base(group)
+    return f"{METHODS[base].display} {rest.replace('_', ' ')}" if base else group
+
+
+def color(group: str) -> str:
+    """A group's colour: :data:`COLORS`, a variant one of :data:`VARIANT_PALETTE` (stable in
+    its name)."""
+    if group in COLORS:
+        return COLORS[group]
+    return VARIANT_PALETTE[zlib.crc32(group.encode()) % len(VARIANT_PALETTE)]
+
+
+def order(group: str) -> tuple[int, str]:
+    """Sort key of a group: :data:`GROUP_ORDER`, a variant just after its base method."""
+    if group in GROUP_ORDER:
+        return GROUP_ORDER.index(group), ""
+    base, rest = _base(group)
+    return (GROUP_ORDER.index(base), rest) if base else (len(GROUP_ORDER), group)
 
 
 def model_offset(name: str, options: dict | None) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.methods import GROUP_LABELS, GROUP_ORDER
+from pipeline.methods import label, order
 
 __all__ = [
     "Table",
@@ -70,13 +70,9 @@ def mean_std(tidy: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return g
 
 
-def _group_rank(group: str) -> int:
-    return GROUP_ORDER.index(group) if group in GROUP_ORDER else 99
-
-
 def summary_table(rows: pd.DataFrame, column: pd.Series, by: str | None = None) -> Table:
     """Systems down, ``column`` (a label per tidy row) across, ``mean ± std`` over seeds in the
-    cells. Groups come in :data:`pipeline.methods.GROUP_ORDER`, columns in order of first
+    cells. Groups come in :func:`pipeline.methods.order`, columns in order of first
     appearance. ``by`` (e.g. ``vocab``) adds an outer key: one block of rows per value, written
     as a leading ``V`` column (the table then has no index)."""
     keys = ([by] if by else []) + ["group", "column"]
@@ -86,9 +82,10 @@ def summary_table(rows: pd.DataFrame, column: pd.Series, by: str | None = None) 
     ]
     w = g.pivot_table(index=keys[:-1], columns="column", values="text", aggfunc="first")
     w = w.reset_index()
-    w["_o"] = w["group"].map(_group_rank)
-    w = w.sort_values(([by] if by else []) + ["_o"], kind="stable").drop(columns="_o")
-    w["group"] = w["group"].map(lambda x: GROUP_LABELS.get(x, x))
+    w["_o"] = w["group"].map(lambda g: order(g)[0])
+    w["_s"] = w["group"].map(lambda g: order(g)[1])
+    w = w.sort_values(([by] if by else []) + ["_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
+    w["group"] = w["group"].map(lambda x: label(x))
     cols = list(dict.fromkeys(column))
     if by:
         w = w.rename(columns={by: "V", "group": "system"})[["V", "system", *cols]]
@@ -132,7 +129,6 @@ def speed_table(histories: list[Path]) -> pd.DataFrame:
     t = pd.DataFrame(rows).groupby(["vocab", "method"])["tokens_per_s"].mean().reset_index()
     ce = t[t["method"] == "cross_entropy"].set_index("vocab")["tokens_per_s"]
     t["slowdown_vs_ce"] = ce.reindex(t["vocab"]).to_numpy() / t["tokens_per_s"]
-    order = {g: i for i, g in enumerate(["cross_entropy", *GROUP_ORDER])}
-    return t.sort_values(
-        ["vocab", "method"], key=lambda c: c.map(order) if c.name == "method" else c
-    )
+    rank = [(-1, "") if m == "cross_entropy" else order(m) for m in t["method"]]
+    t["_o"], t["_s"] = [r[0] for r in rank], [r[1] for r in rank]
+    return t.sort_values(["vocab", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])

@@ -142,3 +142,49 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
             fp="y", log=lambda s: None,
         )  # fmt: skip
     assert calls == [False, True]
+
+
+def test_learning_curve_points_resume_and_leave_training_unchanged(tmp_path, monkeypatch):
+    """``curve_every``: a point before the first step, every N-th step and each epoch's last;
+    a run resumed from its epoch-1 checkpoint gives the same points, and the curve changes no
+    weight (it draws no random numbers)."""
+    torch.manual_seed(0)
+    n, k = 10, 4
+    x, y = torch.randn(n, 3), torch.randint(0, k, (n,))
+    feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
+
+    def loss_fn(z, idx, epoch):
+        return torch.nn.functional.cross_entropy(z, y[idx])
+
+    def curve_fn(model):
+        assert not model.training and not torch.is_grad_enabled()
+        return {"val_loss": float(loss_fn(model(x), torch.arange(n), 0))}
+
+    def run(ckpt, curve_every, stop=None):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(3, k))
+        cfg = {"epochs": 2, "batch_size": 3, "lr": 0.1, "curve_every": curve_every}
+        points = []
+        if stop:
+            monkeypatch.setenv(T.STOP_AFTER_ENV, str(stop))
+        try:
+            T.fit(model, feed, loss_fn, cfg, seed=0, ckpt_path=ckpt, fp="x",
+                  log=lambda s: None, curve_fn=curve_fn, curve=points)  # fmt: skip
+        finally:
+            monkeypatch.delenv(T.STOP_AFTER_ENV, raising=False)
+        return model, points
+
+    model, points = run(tmp_path / "a.pt", 2)
+    # 4 steps per epoch: points at steps 0, 2, 4 (= epoch 1's last), 6, 8 (epoch 2's last)
+    assert [(p["step"], p["epoch"], p["samples"]) for p in points] == [
+        (0, 0, 0), (2, 1, 6), (4, 1, 10), (6, 2, 16), (8, 2, 20),
+    ]  # fmt: skip
+    assert points[-1]["val_loss"] < points[0]["val_loss"]
+    plain, none = run(tmp_path / "b.pt", 0)
+    assert none == []
+    after, without = model.state_dict().values(), plain.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(after, without, strict=True))
+    with pytest.raises(T.Interrupted):
+        run(tmp_path / "c.pt", 2, stop=1)
+    _, resumed = run(tmp_path / "c.pt", 2)
+    assert resumed == points

@@ -13,13 +13,50 @@ from tests.maths.synthetic import ensemble, student
 
 
 def test_defaults_are_completed_and_unknown_options_rejected():
-    assert methods.resolve_options("pd_end2", {}) == {"model_offset": 1.0, "target_offset": 1.0}
+    assert methods.resolve_options("pd_end2", {}) == {
+        "model_offset": 1.0,
+        "target_offset": 1.0,
+        "init_bias": None,  # a student option every method takes
+    }
     assert methods.resolve_options("end2", {"model_offset": 1.0})["model_offset"] == 1.0
     assert methods.resolve_options("end2", None)["temperature"] is None
     with pytest.raises(ValueError, match=r"method 'pd_end2' has no option\(s\) \['smoothing'\]"):
         methods.resolve_options("pd_end2", {"smoothing": 0.1})
     with pytest.raises(ValueError, match="unknown method 'kd'"):
         methods.get("kd")
+    with pytest.raises(ValueError, match="init_bias must be one of"):
+        methods.resolve_options("end", {"init_bias": "zeros"})
+
+
+def test_variants_resolve_to_a_registered_method_and_are_shown_after_it():
+    assert methods.variant("pd_end2", {"model_offset": 0.0}) == ("pd_end2", {"model_offset": 0.0})
+    opts = {"method": "pd_end2", "model_offset": 0.0, "init_bias": "log_marginal"}
+    assert methods.variant("pd_end2_moff0", opts) == (
+        "pd_end2",
+        {"model_offset": 0.0, "init_bias": "log_marginal"},
+    )
+    assert opts["method"] == "pd_end2"  # the config is not modified
+    with pytest.raises(ValueError, match="group 'kd'.*give `method:`"):
+        methods.variant("kd", {})
+    with pytest.raises(ValueError, match="has no option"):
+        methods.variant("end_x", {"method": "end", "model_offset": 1.0})
+    with pytest.raises(ValueError, match="letters, digits and _"):
+        methods.variant("end-seed1", {"method": "end"})
+    assert methods.label("pd_end2_moff0") == "PD-EnD² moff0"
+    assert methods.label("end2_orig") == "EnD² orig"  # the longest registered prefix
+    assert methods.label("mine") == "mine"
+    groups = ["pd_end2_moff0", "end", "pd_end2", "ensemble", "end2_orig", "end2", "member"]
+    assert sorted(groups, key=methods.order) == [
+        "member",
+        "ensemble",
+        "end",
+        "end2",
+        "end2_orig",
+        "pd_end2",
+        "pd_end2_moff0",
+    ]
+    assert methods.color("pd_end2_moff0") in methods.VARIANT_PALETTE
+    assert methods.color("pd_end2") == methods.COLORS["pd_end2"]
 
 
 def test_offsets_and_member_transforms():

@@ -3,9 +3,11 @@
 engine on the task's training set against the task's teacher.
 
 Every method of a run uses the same architecture, optimiser, schedule and budget (the
-``students`` config slice); only the loss differs. What the student learns from is the task's
-``student_teacher``: the image task reads its teacher cache (no member is run), the token task
-runs the members online.
+``students`` config slice); only the loss differs (and ``init_bias``, where a method group sets
+it: :data:`pipeline.methods.STUDENT_OPTIONS`). With ``curve_every`` the stage also writes the
+student's learning curve (``curve.csv``: the teacher's ``curve`` metrics every N steps). What
+the student learns from is the task's ``student_teacher``: the image task reads its teacher
+cache (no member is run), the token task runs the members online.
 
 Run by hand (what the rule does)::
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from pipeline import methods
 from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
@@ -37,9 +41,10 @@ def distill(
     num_classes: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Train one student with ``cfg["method"]`` and ``cfg["options"]``; returns the history."""
+    """Train one student with ``cfg["method"]`` and ``cfg["options"]`` (``cfg["group"]``: the
+    variant's name, when it is one); returns the history."""
     method, options = cfg["method"], cfg.get("options", {})
-    methods.resolve_options(method, options)  # an unknown method or option stops here
+    opts = methods.resolve_options(method, options)  # an unknown method or option stops here
     impl, device, ts = start(task, data_dir, cfg, num_classes)
     teacher = impl.student_teacher(teacher_dir, member_files, ts, method, options, device)
     model = seeded_model(impl, cfg, ts, seed)
@@ -47,6 +52,14 @@ def distill(
         f"student method={method} options={options} seed={seed} {ts.about} "
         f"params={count_parameters(model)} device={device} teacher members={len(member_files)}"
     )
+    if opts["init_bias"] == "log_marginal":
+        bias = init_output_bias(model, teacher)
+        log(f"output bias set to the ensemble's log class-marginal (max {bias.max():.3f})")
+    curve_fn = None
+    if cfg.get("curve_every"):
+        if not hasattr(teacher, "curve"):
+            raise ValueError(f"curve_every: the {task} task's teacher records no learning curve")
+        curve_fn = teacher.curve
     counter = SampleCounter()
 
     def loss_fn(logits, idx, epoch):
@@ -60,6 +73,7 @@ def distill(
         "role": "student",
         "task": task,
         "method": method,
+        **({"group": cfg["group"]} if "group" in cfg else {}),
         "options": options,
         **ts.info,
         "teacher_member_sha256": teacher.member_sha256,
@@ -81,7 +95,28 @@ def distill(
         eval_fn=eval_fn,
         device=device,
         log=log,
+        curve_fn=curve_fn,
     )
+
+
+def init_output_bias(model: torch.nn.Module, teacher) -> torch.Tensor:
+    """Set the bias of ``model``'s output layer (its last ``nn.Linear``) to the teacher's
+    ``log_marginal()`` ``[K]``: ln of the ensemble's mean pi_bar over training tokens, so the
+    student starts out predicting the ensemble's class marginal. Returns the bias."""
+    if not hasattr(teacher, "log_marginal"):
+        raise ValueError("init_bias: log_marginal is not available for this task's teacher")
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linear or linear[-1].bias is None:
+        raise ValueError("init_bias: the student has no output layer with a bias")
+    bias = teacher.log_marginal().to(linear[-1].bias)
+    if bias.shape != linear[-1].bias.shape:
+        raise ValueError(
+            f"init_bias: marginal of shape {tuple(bias.shape)} for the output bias "
+            f"{tuple(linear[-1].bias.shape)}"
+        )
+    with torch.no_grad():
+        linear[-1].bias.copy_(bias)
+    return bias
 
 
 def _extra(ap) -> None:

@@ -49,12 +49,13 @@ def evaluate(
     group, seed = methods.parse_system(system)
     model = meta = None
     if group not in ("member", "ensemble"):
-        methods.get(group)
         if model_path is None:
             raise ValueError(f"system {system!r} is a student: give its weights (--model)")
         model, meta = impl.load_model(model_path)
-        if meta.get("method", group) != group:
-            raise ArtifactError(model_path, f"holds a {meta['method']} student, not {group}")
+        held = meta.get("group", meta.get("method"))  # a variant's group, else its method
+        if held != group:
+            raise ArtifactError(model_path, f"holds a {held} student, not {group}")
+        methods.get(meta["method"])
         teacher = read_json(Path(teacher_dir) / "manifest.json", "cache_teacher")
         if meta.get("teacher_member_sha256") != teacher.get("member_sha256"):
             raise ArtifactError(

@@ -11,6 +11,7 @@ touches training. Each figure is saved as PNG and PDF; a task draws the figures 
 * ``knowledge_scatter``    per-example knowledge uncertainty (MI): student vs ensemble
 * ``gradient_analysis``    head share of |dL/dz| vs K, and |dL/dz_c| vs rank of pi_bar_c
 * ``class_sweep``          (token task) student-vs-ensemble gaps against the number of classes
+* ``learning_curves``      (token task) val agreement and NLL gap against steps, a column per V
 
 Run by hand, e.g.: ``python -m pipeline.stages.figures --task image --out figs
 --per-example results/default/eval/*/per_example.safetensors --tidy ... --histories ...
@@ -33,7 +34,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from pipeline import tasks  # noqa: E402
 from pipeline.io import atomic_path, reported  # noqa: E402
 from pipeline.maths import metrics as Mx  # noqa: E402
-from pipeline.methods import COLORS, GROUP_LABELS, GROUP_ORDER, METHODS, parse_system  # noqa: E402
+from pipeline.methods import COLORS, METHODS, color, label, order, parse_system  # noqa: E402
 from pipeline.tables import read_tidy  # noqa: E402
 
 MEASURE_LABELS = {
@@ -68,10 +69,7 @@ def _representatives(files: list[Path]) -> dict[str, Path]:
         s = -1 if seed is None else seed
         if group not in best or s < best[group][0]:
             best[group] = (s, path)
-    return {
-        g: best[g][1]
-        for g in sorted(best, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99)
-    }
+    return {g: best[g][1] for g in sorted(best, key=order)}
 
 
 def rejection_curves(files: list[Path], out: Path) -> list[Path]:
@@ -83,7 +81,7 @@ def rejection_curves(files: list[Path], out: Path) -> list[Path]:
             a = load_file(str(path))
             errors = a["test.pred"] != a["test.label"]
             f, e = Mx.rejection_curve(a[f"test.{measure}"], errors)
-            ax.plot(f, e, color=COLORS.get(group), label=GROUP_LABELS.get(group, group))
+            ax.plot(f, e, color=color(group), label=label(group))
         e0 = e[0]
         ax.plot([0, 1], [e0, 0], ":", color="gray", label="random")
         ax.plot([0, e0, 1], [e0, 0, 0], "--", color="gray", label="oracle")
@@ -119,7 +117,7 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
-                    ax.set_ylabel(GROUP_LABELS.get(group, group), fontsize=9)
+                    ax.set_ylabel(label(group), fontsize=9)
                 continue
             lo = min(s_in.min(), s_out.min()) if ood else s_in.min()
             hi = max(s_in.max(), s_out.max()) if ood else s_in.max()
@@ -134,7 +132,7 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
             if i == 0:
                 ax.set_title(MEASURE_LABELS[measure], fontsize=9)
             if j == 0:
-                ax.set_ylabel(GROUP_LABELS.get(group, group), fontsize=9)
+                ax.set_ylabel(label(group), fontsize=9)
             ax.tick_params(labelsize=6)
     axes[0, -1].legend(fontsize=7)
     return _save(fig, out, "ood_histograms")
@@ -152,13 +150,13 @@ def reliability(files: list[Path], out: Path, bins: int = Mx.ECE_BINS) -> list[P
             np.nan_to_num(r["accuracy"]),
             width=1 / bins,
             edgecolor="k",
-            color=COLORS.get(group),
+            color=color(group),
             alpha=0.7,
         )
         ax.plot([0, 1], [0, 1], "--", color="gray")
         ece = Mx.ece(a["test.probs"], a["test.label"], bins)
         ax.set(
-            title=f"{GROUP_LABELS.get(group, group)}\nECE {ece:.3f}",
+            title=f"{label(group)}\nECE {ece:.3f}",
             xlabel="confidence",
             xlim=(0, 1),
             ylim=(0, 1),
@@ -173,7 +171,7 @@ def shift(tidy_csv: Path, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric in zip(axes, ["accuracy", "ece"], strict=True):
         d = t[t["metric"] == metric]
-        for group in [g for g in GROUP_ORDER if g in set(d["group"])]:
+        for group in sorted(set(d["group"]), key=order):
             g = d[d["group"] == group].groupby("severity")["value"].agg(["mean", "std"])
             ax.errorbar(
                 g.index,
@@ -181,8 +179,8 @@ def shift(tidy_csv: Path, out: Path) -> list[Path]:
                 yerr=g["std"].fillna(0),
                 marker="o",
                 capsize=2,
-                color=COLORS.get(group),
-                label=GROUP_LABELS.get(group, group),
+                color=color(group),
+                label=label(group),
             )
         ax.set(xlabel="corruption severity", ylabel=metric, title=f"{metric} under shift")
     axes[1].legend(fontsize=7)
@@ -204,14 +202,14 @@ def training_curves(histories: list[Path], out: Path) -> list[Path]:
                 s.index,
                 s["mean"],
                 marker="o",
-                color=COLORS.get(method),
-                label=GROUP_LABELS.get(method, method),
+                color=color(method),
+                label=label(method),
             )
             ax.fill_between(
                 s.index,
                 s["mean"] - s["std"].fillna(0),
                 s["mean"] + s["std"].fillna(0),
-                color=COLORS.get(method),
+                color=color(method),
                 alpha=0.2,
             )
         ax.set(xlabel="epoch", title=col)
@@ -236,8 +234,8 @@ def knowledge_scatter(files: list[Path], out: Path) -> list[Path]:
         ax.plot([0, both.max()], [0, both.max()], "--", color="gray")
         ax.set(
             xlabel="ensemble MI",
-            ylabel=f"{GROUP_LABELS.get(group, group)} MI",
-            title=GROUP_LABELS.get(group, group),
+            ylabel=f"{label(group)} MI",
+            title=label(group),
         )
         ax.legend(fontsize=7, markerscale=3)
     return _save(fig, out, "knowledge_scatter")
@@ -255,8 +253,8 @@ def head_share_panel(ax, shares_csv: Path, title: str = "where the gradient goes
             yerr=m["std"],
             marker="o",
             capsize=2,
-            color=COLORS.get(method),
-            label=GROUP_LABELS.get(method, method),
+            color=color(method),
+            label=label(method),
         )
     ax.set(
         xscale="log",
@@ -273,9 +271,7 @@ def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Pa
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     head_share_panel(axes[0], shares_csv)
     for method in [c for c in p.columns if c not in ("rank", "mean_prob")]:
-        axes[1].plot(
-            p["rank"], p[method], color=COLORS.get(method), label=GROUP_LABELS.get(method, method)
-        )
+        axes[1].plot(p["rank"], p[method], color=color(method), label=label(method))
     axes[1].set(
         xscale="log",
         yscale="log",
@@ -299,7 +295,7 @@ def class_sweep(
     ens_nll = test[(test["group"] == "ensemble") & (test["metric"] == "nll")].set_index("vocab")[
         "mean"
     ]
-    methods = [g for g in GROUP_ORDER if g in set(s["group"]) and g not in ("member", "ensemble")]
+    methods = sorted(set(s["group"]) - {"member", "ensemble"}, key=order)
     panels = 4 if shares_csv is not None else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
 
@@ -314,7 +310,7 @@ def class_sweep(
 
     for g in methods:
         rows = test[test["group"] == g]
-        lab, col = GROUP_LABELS.get(g, g), COLORS.get(g)
+        lab, col = label(g), color(g)
         line(axes[0], rows[rows["metric"] == "nll"], lab, col, shift=ens_nll)
         line(axes[1], rows[rows["metric"] == "agreement"], lab, col)
     member = test[test["group"] == "member"]
@@ -340,7 +336,7 @@ def class_sweep(
     ]
     for g in ["ensemble", *methods]:
         style = "--" if g == "ensemble" else "-o"
-        line(axes[2], ood[ood["group"] == g], GROUP_LABELS.get(g, g), COLORS.get(g), None, style)
+        line(axes[2], ood[ood["group"] == g], label(g), color(g), None, style)
     axes[2].set(
         ylabel=f"OOD ROC-AUC ({MEASURE_LABELS.get(measure, measure)})",
         title=f"test vs {ood_set} sequences",
@@ -352,6 +348,69 @@ def class_sweep(
         head_share_panel(axes[3], shares_csv, title="gradient head share (synthetic)")
     fig.tight_layout()
     return _save(fig, out, "class_sweep")
+
+
+def read_curves(files: list[Path]) -> pd.DataFrame:
+    """The students' learning curves (``.../V<vocab>/students/<group>/seed<seed>/curve.csv``) as
+    one frame with ``vocab``, ``group`` and ``seed`` columns."""
+    frames = []
+    for f in map(Path, files):
+        vdir = next(p for p in reversed(f.parts) if p.startswith("V") and p[1:].isdigit())
+        c = pd.read_csv(f)
+        frames.append(c.assign(vocab=int(vdir[1:]), group=f.parent.parent.name, seed=f.parent.name))
+    if not frames:
+        raise ValueError("learning_curves: no curve.csv given (--curves)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def learning_curves(files: list[Path], out: Path) -> list[Path]:
+    """Validation top-1 agreement with the ensemble and NLL gap to it against training steps:
+    a column per V, a line per method group (mean ± std over seeds); the dashed grey line is a
+    single member's agreement (the convergence criterion's bar)."""
+    d = read_curves(files)
+    vocabs = sorted(d["vocab"].unique())
+    rows = [
+        ("val_agreement", "val top-1 agreement\nwith the ensemble"),
+        ("val_nll_gap", "val NLL − ensemble NLL\n(nats/token)"),
+    ]
+    fig, axes = plt.subplots(
+        len(rows), len(vocabs), figsize=(3.6 * len(vocabs), 3.0 * len(rows)), squeeze=False
+    )
+    for j, v in enumerate(vocabs):
+        dv = d[d["vocab"] == v]
+        for i, (col, ylabel) in enumerate(rows):
+            ax = axes[i, j]
+            for group in sorted(set(dv["group"]), key=order):
+                g = dv[dv["group"] == group].groupby("step")[col].agg(["mean", "std"])
+                ax.plot(g.index, g["mean"], color=color(group), label=label(group), lw=1.4)
+                ax.fill_between(
+                    g.index,
+                    g["mean"] - g["std"].fillna(0),
+                    g["mean"] + g["std"].fillna(0),
+                    color=color(group),
+                    alpha=0.2,
+                )
+            if col == "val_agreement":
+                ax.axhline(
+                    dv["member_agreement"].mean(),
+                    color="gray",
+                    ls="--",
+                    lw=1,
+                    label="single member",
+                )
+                ax.set_ylim(0, 1)
+            else:
+                ax.axhline(0.0, color="black", lw=0.8)
+                hi = np.nanpercentile(dv[col], 95)  # a diverging start does not set the scale
+                ax.set_ylim(min(0.0, float(dv[col].min())) - 0.05, max(hi, 0.1) * 1.1)
+            ax.set(xlabel="training step" if i == len(rows) - 1 else None)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == 0:
+                ax.set_title(f"V = {v:,}")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "learning_curves")
 
 
 def _given(value, flag: str):
@@ -373,6 +432,7 @@ def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
         "class_sweep": lambda: class_sweep(
             args.sweep, args.shares, out, args.ood_set, args.measure
         ),
+        "learning_curves": lambda: learning_curves(args.curves, out),
     }
     return [p for name in tasks.spec(task).figures for p in makers[name]()]
 
@@ -387,6 +447,7 @@ def main() -> None:
     ap.add_argument("--shares", type=Path, default=None, help="gradient_analysis/head_share.csv")
     ap.add_argument("--profile", type=Path, default=None, help="gradient_analysis/rank_profile.csv")
     ap.add_argument("--sweep", type=Path, default=None, help="tables/sweep.csv")
+    ap.add_argument("--curves", nargs="*", type=Path, default=[], help="students' curve.csv")
     ap.add_argument("--ece-bins", type=int, default=Mx.ECE_BINS)
     ap.add_argument("--ood-set", default=None, help="class_sweep: the OOD set drawn")
     ap.add_argument("--measure", default=None, help="class_sweep: the OOD score drawn")

@@ -92,6 +92,7 @@ class TaskSpec:
         tables: summary tables ``name -> formats`` written by the aggregate stage.
         figures: figures the figures stage draws.
         published: ``(table -> caption, figures, README marker, docs file)`` of the publish stage.
+        curves: students record a learning curve (``curve.csv``, ``students.curve_every``).
     """
 
     name: str
@@ -104,6 +105,7 @@ class TaskSpec:
     tables: dict[str, tuple[str, ...]]
     figures: tuple[str, ...]
     published: tuple[dict[str, str], tuple[str, ...], str, str] = field(repr=False)
+    curves: bool = False
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -155,11 +157,18 @@ TASKS: dict[str, TaskSpec] = {
         arrays="per_sequence.safetensors",
         tables={
             "sweep": ("csv",),
-            **{name: ("csv", "md") for name in ("main", "prr", "ood", "ood_main", "speed")},
+            **{
+                name: ("csv", "md")
+                for name in ("convergence", "main", "prr", "ood", "ood_main", "speed")
+            },
         },
-        figures=("class_sweep",),
+        figures=("class_sweep", "learning_curves"),
         published=(
             {
+                "convergence": "The convergence check per V: top-1 agreement with the ensemble "
+                "on test tokens of a single member (mean ± std over members) and of every "
+                "student group (mean ± std over seeds); the students count as converged where "
+                "plain KD (EnD) agrees at least as well as a single member does.",
                 "main": "Test tokens per vocabulary size V: accuracy, top-1 agreement with the "
                 "ensemble, NLL (nats/token), perplexity.",
                 "ood_main": "Sequence-level OOD detection ROC-AUC (test sentences vs permuted "
@@ -171,10 +180,11 @@ TASKS: dict[str, TaskSpec] = {
                 "one thread) and slowdown against cross-entropy training of the same model (the "
                 "members); the first steps include torch.compile of the fused losses.",
             },
-            ("class_sweep",),
+            ("class_sweep", "learning_curves"),
             "text-results",
             "text_results.md",
         ),
+        curves=True,
     ),
 }
 

@@ -22,6 +22,7 @@ def gradient(tmp_path_factory):
 
 def _args(**kw):
     base = dict(per_example=[], tidy=None, histories=[], shares=None, profile=None, sweep=None)
+    base.update(curves=[])
     base.update(ece_bins=10, ood_set="permuted", measure="knowledge")
     return argparse.Namespace(**{**base, **kw})
 
@@ -46,12 +47,51 @@ def test_image_figures_from_explicit_files(evaluated, gradient, tmp_path):
     assert set(reps) == {F.parse_system(f.parent.name)[0] for f in files[:2]}
 
 
-def test_class_sweep_figure(tmp_path, gradient):
+def fake_curves(tmp_path):
+    """Learning curves of two groups x two seeds at V = 100 and 1000 (as rule distill lays
+    them out)."""
+    files = []
+    for v in (100, 1000):
+        for group in ("end", "pd_end2_moff0"):
+            for seed in (0, 1):
+                d = tmp_path / f"V{v}" / "students" / group / f"seed{seed}"
+                d.mkdir(parents=True)
+                steps = [0, 20, 40, 50]
+                pd.DataFrame(
+                    {
+                        "step": steps,
+                        "epoch": [0, 1, 1, 1],
+                        "samples": [s * 16 for s in steps],
+                        "val_agreement": [0.1, 0.5 + 0.01 * seed, 0.7, 0.75],
+                        "val_nll_gap": [4.0, 1.0, 0.5, 0.4],
+                        "val_kl": [4.0, 1.0, 0.5, 0.4],
+                        "member_agreement": [0.8] * 4,
+                    }
+                ).to_csv(d / "curve.csv", index=False)
+                files.append(d / "curve.csv")
+    return files
+
+
+def test_class_sweep_and_learning_curve_figures(tmp_path, gradient):
     aggregate("text", fake_tidy(tmp_path), tmp_path / "tables")
-    args = _args(sweep=tmp_path / "tables" / "sweep.csv", shares=gradient / "head_share.csv")
+    args = _args(
+        sweep=tmp_path / "tables" / "sweep.csv",
+        shares=gradient / "head_share.csv",
+        curves=fake_curves(tmp_path / "runs"),
+    )
     paths = F.draw("text", tmp_path / "fig", args)
-    assert [p.name for p in paths] == ["class_sweep.png", "class_sweep.pdf"]
+    assert [p.name for p in paths] == [
+        "class_sweep.png",
+        "class_sweep.pdf",
+        "learning_curves.png",
+        "learning_curves.pdf",
+    ]
     assert all(p.stat().st_size > 1000 for p in paths)
+    curves = F.read_curves(args.curves)
+    assert sorted(curves["vocab"].unique()) == [100, 1000]
+    assert set(curves["group"]) == {"end", "pd_end2_moff0"} and len(curves) == 32
+    with pytest.raises(ValueError, match="no curve.csv given"):
+        F.learning_curves([], tmp_path / "fig3")
     with pytest.raises(ValueError, match="the OOD set 'kjv' is not in the sweep"):
         F.draw("text", tmp_path / "fig2", _args(sweep=args.sweep, ood_set="kjv"))
 

@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from pipeline import tasks
 from pipeline.config import check as check_config, check_keys
 from pipeline.imports import stage_closure
-from pipeline.methods import needs_members
+from pipeline.methods import needs_members, variant
 from pipeline.progress import record_for
 
 
@@ -99,16 +99,19 @@ def teacher_config():
     t.pop("threads", None)  # a job setting (the rule's threads), not the artifact's
     # EnD2 with a temperature schedule or smoothing re-tempers members: needs their log-probs
     if SPEC.name == "image":
-        needed = any(needs_members(m, o) for m, o in config["students"]["methods"].items())
+        needed = any(needs_members(*variant(g, o)) for g, o in config["students"]["methods"].items())
         t["store_train_members"] = bool(t.get("store_train_members", False)) or needed
     return t
 
 
-def student_config(method):
+def student_config(group):
+    """The students config slice of one method group: its registered ``method``, its
+    ``options``, and ``group`` where it is a variant (pipeline.methods.variant)."""
     s = config["students"]
     cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
-    cfg["method"] = method
-    cfg["options"] = s["methods"][method]
+    cfg["method"], cfg["options"] = variant(group, s["methods"][group])
+    if group != cfg["method"]:
+        cfg["group"] = group
     return cfg
 
 
@@ -148,6 +151,11 @@ def student_histories():
     return runs(rules.distill.output.history, method=METHODS, seed=STUDENT_SEEDS)
 
 
+def student_curves():
+    """Every student's learning curve (the `curve` output of rule distill, expanded)."""
+    return runs(rules.distill.output.curve, method=METHODS, seed=STUDENT_SEEDS)
+
+
 def fig(name):
     return report(f"{R}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
 
@@ -167,6 +175,7 @@ FIGURE_INPUTS = {
     "knowledge_scatter": ["per_example"],
     "gradient_analysis": ["shares", "profile"],
     "class_sweep": ["sweep", "shares"],
+    "learning_curves": ["curves"],
 }
 
 
@@ -179,6 +188,7 @@ def figure_inputs():
         "shares": f"{R}/gradient_analysis/head_share.csv",
         "profile": f"{R}/gradient_analysis/rank_profile.csv",
         "sweep": f"{R}/tables/sweep.csv",
+        "curves": student_curves() if SPEC.curves else [],
     }
     needed = dict.fromkeys(k for name in SPEC.figures for k in FIGURE_INPUTS[name])
     return {k: files[k] for k in needed}

@@ -15,6 +15,7 @@ rule distill:
         meta=f"{RUN}/students/{{method}}/seed{{seed}}/model.json",
         history=f"{RUN}/students/{{method}}/seed{{seed}}/history.csv",
         res=f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
+        **({"curve": f"{RUN}/students/{{method}}/seed{{seed}}/curve.csv"} if SPEC.curves else {}),
     params:
         progress=progress_record(STUDENT_LOG),
         tensorboard=fill(f"{RUN}/tensorboard/students/{{method}}/seed{{seed}}"),

@@ -77,6 +77,7 @@ def predictions(
     masks = masks or {}
     raw, m_off = {}, 0.0
     if model is not None:
+        group = meta["method"]  # a student is measured as its registered method reads it
         m_off = methods.model_offset(group, meta["options"])
         workers = int(meta["config"].get("workers", 0))
     progress = None

@@ -95,7 +95,7 @@ def evaluate_system(
             tok = {k.split(".", 1)[1]: v for k, v in cache.items() if k.startswith(f"{key}.")}
         else:
             seqs = TD.load_sequences(data_dir, split, vocab)
-            tok = student_outputs(model, group, meta["options"], seqs, device)
+            tok = student_outputs(model, meta["method"], meta["options"], seqs, device)
         y = cache["target"].long()
         if len(tok["pred"]) != len(y):
             raise ValueError(f"{split}: {len(tok['pred'])} token outputs for {len(y)} targets")

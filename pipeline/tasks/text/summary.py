@@ -1,6 +1,11 @@
 """The token task's summary tables (``rule aggregate``): one block of rows per vocabulary size V,
-mean ± std over seeds (:func:`pipeline.tables.summary_table`), the raw ``sweep`` statistics and
-the training speed of each method against cross-entropy.
+mean ± std over seeds (:func:`pipeline.tables.summary_table`), the raw ``sweep`` statistics, the
+convergence check and the training speed of each method against cross-entropy.
+
+**Convergence criterion.** The students of a V count as converged when plain KD (EnD) agrees
+with the ensemble's top-1 on the test tokens at least as well as a single member does (mean
+over seeds against mean over members). A student group that falls short of a converged EnD is
+then the method's shortfall, not the budget's.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.tables import Table, mean_std, speed_table, summary_table
+from pipeline.methods import label, order
+from pipeline.tables import Table, fmt_mean_std, mean_std, speed_table, summary_table
 
 KEY_MEASURES = ("total", "knowledge", "seq_nll")  # the short OOD table (``ood_main``)
 SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
@@ -18,10 +24,39 @@ SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 LABELS = {"accuracy": "Acc", "nll": "NLL", "perplexity": "PPL", "agreement": "Agree"}
 
 
+REFERENCE = "end"
+"""The group whose agreement decides convergence (plain KD)."""
+
+
+def convergence(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per V: test top-1 agreement with the ensemble of a single member (mean ± std over
+    members) and of every student group (mean ± std over seeds), and whether the criterion
+    held (``converged``: EnD's mean >= the members' mean; ``n/a`` without an EnD group)."""
+    a = tidy[(tidy["split"] == "test") & (tidy["metric"] == "agreement")]
+    stats = mean_std(a, ["vocab", "group"])
+    rows = []
+    for vocab, g in stats.groupby("vocab"):
+        g = g.set_index("group")
+        row = {"V": int(vocab)}
+        groups = ["member"] + sorted(set(g.index) - {"member", "ensemble"}, key=order)
+        for grp in groups:
+            if grp in g.index:
+                name = "single member" if grp == "member" else label(grp)
+                row[name] = fmt_mean_std(*g.loc[grp, ["mean", "std", "count"]])
+        if REFERENCE in g.index and "member" in g.index:
+            end, member = g.loc[REFERENCE, "mean"], g.loc["member", "mean"]
+            verdict = "yes" if end >= member else "no"
+            row["converged"] = f"{verdict} (EnD {end:.3f} vs member {member:.3f})"
+        else:
+            row["converged"] = "n/a (no EnD or member rows)"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str, Table]:
-    """``sweep`` (mean, std, n over seeds per V, group, split, metric, measure), the per-V
-    tables ``main``, ``prr``, ``ood`` (every measure), ``ood_main`` (TU, MI and
-    -(1/L) ln P(y|x) only) and, given the training histories, ``speed``
+    """``sweep`` (mean, std, n over seeds per V, group, split, metric, measure), ``convergence``
+    (:func:`convergence`), the per-V tables ``main``, ``prr``, ``ood`` (every measure),
+    ``ood_main`` (TU, MI and -(1/L) ln P(y|x) only) and, given the training histories, ``speed``
     (:func:`pipeline.tables.speed_table`)."""
     keys = ["vocab", "group", "split", "metric", "measure"]
     sweep = mean_std(tidy, keys)
@@ -32,6 +67,7 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
     key = ood_rows[ood_rows["measure"].isin(KEY_MEASURES)]
     out = {
         "sweep": Table(sweep, index=False),
+        "convergence": Table(convergence(tidy), index=False),
         "main": summary_table(main_rows, main_rows["metric"].map(LABELS), by="vocab"),
         "prr": summary_table(prr_rows, "PRR " + prr_rows["measure"], by="vocab"),
         "ood": summary_table(

@@ -13,6 +13,7 @@ cost is M forward passes per step (``benchmarks/bench_text.py`` measures it).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -34,6 +35,8 @@ from pipeline.tasks.text.model import load_lm, load_members, member_logits, toke
 from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
 
 RULE = "cache_teacher"  # the rule that writes the teacher cache
+MARGINAL_SENTENCES = 2000
+"""Training sequences the ensemble's class marginal is averaged over (``init_bias``)."""
 
 
 def eval_splits(manifest: dict) -> list[str]:
@@ -162,6 +165,72 @@ class OnlineTeacher:
             smoothing=smoothing,
             need_floored=self.need_floored,
         )
+
+    def _val_batches(self, batch: int = 64):
+        """``(x [b, L], y [T], member log-probs [M, T, V] float64)`` per batch of val sequences."""
+        n = self.val["inputs"].shape[0]
+        for i in range(0, n, batch):
+            x = trim(self.val["inputs"][i : i + batch]).to(self.device)
+            y = self.val["targets"][i : i + batch, : x.shape[1]]
+            y = y[y >= 0].to(self.device)
+            z = member_logits(self.members, x)
+            yield x, y, torch.stack([torch.log_softmax(zj.double(), -1) for zj in z])
+
+    def _reference(self) -> dict[str, float]:
+        """The ensemble's val NLL and the members' mean top-1 agreement with it (computed once)."""
+        if getattr(self, "_ref", None) is None:
+            nll, agree, count = 0.0, 0.0, 0
+            for _, y, lp in self._val_batches():
+                ens = torch.logsumexp(lp, 0) - math.log(lp.shape[0])
+                nll -= float(ens.gather(1, y[:, None]).sum())
+                agree += float((lp.argmax(-1) == ens.argmax(-1)).double().mean(0).sum())
+                count += len(y)
+            self._ref = {"ensemble_nll": nll / count, "member_agreement": agree / count}
+        return self._ref
+
+    @torch.no_grad()
+    def curve(self, model) -> dict[str, float]:
+        """One learning-curve point on the val sequences: top-1 agreement with the ensemble,
+        the NLL gap to the ensemble (student NLL - ensemble NLL of the val tokens) and the mean
+        KL(pi_bar || p), p the student's predictive distribution as its method reads it
+        (softmax z; a Dirichlet student's mean (exp z + m_off) / alpha_0); plus the members'
+        mean agreement with the ensemble, the reference of the convergence criterion."""
+        ref = self._reference()
+        m_off = methods.model_offset(self.method, self.options)
+        dirichlet = methods.get(self.method).dirichlet
+        agree, nll, kl, count = 0, 0.0, 0.0, 0
+        for x, y, lp in self._val_batches():
+            ens = torch.logsumexp(lp, 0) - math.log(lp.shape[0])  # ln pi_bar [T, V]
+            z = model(x).double()
+            if dirichlet and m_off > 0:
+                alpha = torch.exp(z) + m_off
+                logp = torch.log(alpha) - torch.log(alpha.sum(-1, keepdim=True))
+            else:
+                logp = torch.log_softmax(z, -1)
+            agree += int((z.argmax(-1) == ens.argmax(-1)).sum())
+            nll -= float(logp.gather(1, y[:, None]).sum())
+            kl += float((ens.exp() * (ens - logp)).sum())
+            count += len(y)
+        return {
+            "val_agreement": agree / count,
+            "val_nll_gap": nll / count - ref["ensemble_nll"],
+            "val_kl": kl / count,
+            "member_agreement": ref["member_agreement"],
+        }
+
+    @torch.no_grad()
+    def log_marginal(self, sentences: int = MARGINAL_SENTENCES) -> torch.Tensor:
+        """``[V]`` ln of the ensemble's mean pi_bar over the target tokens of the first
+        ``sentences`` training sequences (the student's ``init_bias: log_marginal``)."""
+        total, count = None, 0
+        inputs = self.inputs[:sentences]
+        for i in range(0, inputs.shape[0], 64):
+            x = trim(inputs[i : i + 64]).to(self.device)
+            z = member_logits(self.members, x)
+            pbar = sum(torch.softmax(zj.double(), -1) for zj in z) / len(z)
+            total = pbar.sum(0) if total is None else total + pbar.sum(0)
+            count += pbar.shape[0]
+        return torch.log((total / count).clamp_min(1e-30)).float()
 
     def validate(self, model, epoch: int) -> dict[str, float]:
         """Token accuracy, NLL and top-1 agreement with the ensemble on the val sequences."""

@@ -57,3 +57,29 @@ def test_sweep_tables_and_speed(tmp_path):
     for name in ("main", "prr", "ood", "ood_main", "speed"):
         assert (tmp_path / "tables" / f"{name}.md").read_text().startswith("|")
     assert not (tmp_path / "tables" / "main.tex").exists()  # the text task writes csv + md
+
+
+def test_convergence_table_applies_the_criterion_per_v(tmp_path):
+    """EnD must agree with the ensemble at least as well as a single member does (means)."""
+    agree = {  # (V, group) -> per-seed test agreement
+        (100, "member"): [0.90, 0.88],
+        (100, "end"): [0.91, 0.90],  # 0.905 >= 0.89: converged
+        (100, "pd_end2_moff0"): [0.80, 0.82],
+        (1000, "member"): [0.85, 0.87],
+        (1000, "end"): [0.80, 0.84],  # 0.82 < 0.86: not converged
+        (1000, "pd_end2_moff0"): [0.70, 0.72],
+    }
+    rows = []
+    for (v, group), values in agree.items():
+        for s, value in enumerate(values):
+            rows.append({"system": f"{group}-{s}", "group": group, "seed": s, "vocab": v,
+                         "split": "test", "metric": "agreement", "measure": "",
+                         "value": value})  # fmt: skip
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    conv = aggregate("text", [path], tmp_path / "tables")["convergence"].frame.set_index("V")
+    assert list(conv.columns) == ["single member", "EnD", "PD-EnD² moff0", "converged"]
+    assert conv.loc[100, "converged"] == "yes (EnD 0.905 vs member 0.890)"
+    assert conv.loc[1000, "converged"] == "no (EnD 0.820 vs member 0.860)"
+    assert conv.loc[1000, "PD-EnD² moff0"] == "0.710 ± 0.014"
+    assert (tmp_path / "tables" / "convergence.md").read_text().startswith("|")
