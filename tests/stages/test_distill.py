@@ -59,3 +59,21 @@ def test_cache_from_other_members_is_refused(prepared, cache, members, tmp_path)
     cfg = {**CFG, "method": "end", "options": {}}
     with pytest.raises(C.CacheMismatchError, match="other members"):
         distill("image", prepared, cache, members[:2], cfg, 0, tmp_path / "s", tmp_path / "c")
+
+
+def test_init_bias_sets_the_last_linear_bias_to_the_teachers_log_marginal():
+    from pipeline.stages.distill import init_output_bias
+
+    class Teacher:
+        def log_marginal(self):
+            return torch.log(torch.tensor([0.5, 0.25, 0.25]))
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    first = model[0].bias.detach().clone()
+    init_output_bias(model, Teacher())
+    torch.testing.assert_close(model[2].bias.detach(), Teacher().log_marginal())
+    assert torch.equal(model[0].bias.detach(), first)  # only the output layer
+    with pytest.raises(ValueError, match="not available for this task's teacher"):
+        init_output_bias(model, object())
+    with pytest.raises(ValueError, match=r"marginal of shape \(3,\) for the output bias \(5,\)"):
+        init_output_bias(torch.nn.Linear(2, 5), Teacher())

@@ -50,6 +50,29 @@ def test_sweep_holds_every_vocab_and_system(text_smoke):
     assert (n == len(cfg["students"]["seeds"])).all()
 
 
+def test_learning_curves_convergence_check_and_variant_groups(text_smoke):
+    cfg, _, results = text_smoke
+    every = cfg["students"]["curve_every"]
+    for v in cfg["vocab_sizes"]:
+        for group in cfg["students"]["methods"]:
+            curve = pd.read_csv(results / f"V{v}" / "students" / group / "seed0" / "curve.csv")
+            hist = pd.read_csv(results / f"V{v}" / "students" / group / "seed0" / "history.csv")
+            steps = list(curve["step"])
+            assert steps[0] == 0 and all(s % every == 0 for s in steps[1:-1])
+            assert steps == sorted(set(steps)) and len(steps) >= 3
+            # the last point is the trained student: its agreement is the epoch's validation
+            assert curve["val_agreement"].iloc[-1] == pytest.approx(hist["val_agreement"].iloc[-1])
+            assert (curve["val_kl"] >= 0).all() and curve["member_agreement"].nunique() == 1
+    conv = pd.read_csv(results / "tables" / "convergence.csv")
+    assert list(conv["V"]) == cfg["vocab_sizes"]
+    assert conv["converged"].str.match(r"^(yes|no) \(EnD [01]\.\d{3} vs member [01]\.\d{3}\)$").all()
+    assert "PD-EnD² moff0 bias" in conv.columns  # the variant group, named after its method
+    assert (results / "figures" / "learning_curves.png").stat().st_size > 10_000
+    log = (results / f"V{cfg['vocab_sizes'][0]}" / "logs" / "distill" / "pd_end2_moff0_bias"
+           / "seed0.log").read_text()  # fmt: skip
+    assert "method=pd_end2" in log and "output bias set to the ensemble's log class-marginal" in log
+
+
 def test_second_run_does_nothing(text_smoke):
     _, cfgfile, _ = text_smoke
     r = snakemake("-n", "--configfile", cfgfile)

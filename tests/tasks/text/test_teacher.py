@@ -78,3 +78,55 @@ def test_cache_names_its_members_and_refuses_others(run):
         TT.check_manifest(d / "teacher", 20, members[:1])
     with pytest.raises(ValueError, match="is for V=20, not 30"):
         TT.check_manifest(d / "teacher", 30, members)
+
+
+def _val_tokens(teacher, student):
+    """Every val token's member log-probs [T, M, V], student logits [T, V] and target [T]."""
+    x = TT.trim(teacher.val["inputs"])
+    y = teacher.val["targets"][:, : x.shape[1]]
+    with torch.no_grad():
+        lp = torch.stack([torch.log_softmax(m(x).double(), -1) for m in teacher.members], 1)
+        z = student(x).double()
+    return lp, z, y[y >= 0]
+
+
+@pytest.mark.parametrize(("method", "options"), [("end", {}), ("pd_end2", {"model_offset": 1.0})])
+def test_learning_curve_point_against_a_direct_computation(run, method, options):
+    """Agreement, NLL gap and KL(pi_bar || p) over all val tokens, p the student's predictive
+    distribution (softmax, or the Dirichlet mean (e^z + m_off) / alpha_0 with m_off = 1)."""
+    teacher, _ = _online(run, method, options)
+    torch.manual_seed(3)
+    student = TT.load_lm(run[2][0])[0]  # a trained model as the student
+    with torch.no_grad():
+        student.head.bias.add_(torch.randn(20))  # not a member: the gap is not zero
+    point = teacher.curve(student)
+    lp, z, y = _val_tokens(teacher, student)
+    pbar = lp.exp().mean(1)
+    ensemble = torch.distributions.Categorical(probs=pbar)
+    if method == "end":
+        p = torch.softmax(z, -1)
+    else:
+        p = (z.exp() + 1.0) / (z.exp() + 1.0).sum(-1, keepdim=True)
+    pred = torch.distributions.Categorical(probs=p)
+    kl = torch.distributions.kl_divergence(ensemble, pred).mean()
+    gap = -(pred.log_prob(y).mean() - ensemble.log_prob(y).mean())
+    member_agree = (lp.argmax(-1) == pbar.argmax(-1)[:, None]).double().mean()
+    assert point["val_agreement"] == pytest.approx(
+        float((z.argmax(-1) == pbar.argmax(-1)).double().mean())
+    )
+    assert point["val_kl"] == pytest.approx(float(kl), rel=1e-9)
+    assert point["val_nll_gap"] == pytest.approx(float(gap), rel=1e-9)
+    assert point["member_agreement"] == pytest.approx(float(member_agree))
+    members_as_student = teacher.curve(teacher.members[0])
+    assert members_as_student["val_agreement"] <= 1.0 and members_as_student["val_kl"] > 0
+
+
+def test_log_marginal_is_the_ensemble_mean_over_train_tokens(run):
+    teacher, seqs = _online(run, "end", {})
+    got = teacher.log_marginal(sentences=30)
+    x = TT.trim(seqs["inputs"][:30])
+    with torch.no_grad():
+        pbar = torch.stack([torch.softmax(m(x).double(), -1) for m in teacher.members]).mean(0)
+    assert got.shape == (20,) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), pbar.mean(0).log(), rtol=1e-6, atol=1e-6)
+    assert float(got.exp().sum()) == pytest.approx(1.0, abs=1e-5)
