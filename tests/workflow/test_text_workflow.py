@@ -65,7 +65,9 @@ def test_learning_curves_convergence_check_and_variant_groups(text_smoke):
             assert (curve["val_kl"] >= 0).all() and curve["member_agreement"].nunique() == 1
     conv = pd.read_csv(results / "tables" / "convergence.csv")
     assert list(conv["V"]) == cfg["vocab_sizes"]
-    assert conv["converged"].str.match(r"^(yes|no) \(EnD [01]\.\d{3} vs member [01]\.\d{3}\)$").all()
+    assert (
+        conv["converged"].str.match(r"^(yes|no) \(EnD [01]\.\d{3} vs member [01]\.\d{3}\)$").all()
+    )
     assert "PD-EnD² moff0 bias" in conv.columns  # the variant group, named after its method
     assert (results / "figures" / "learning_curves.png").stat().st_size > 10_000
     log = (results / f"V{cfg['vocab_sizes'][0]}" / "logs" / "distill" / "pd_end2_moff0_bias"

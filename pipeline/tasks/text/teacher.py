@@ -192,21 +192,15 @@ class OnlineTeacher:
     def curve(self, model) -> dict[str, float]:
         """One learning-curve point on the val sequences: top-1 agreement with the ensemble,
         the NLL gap to the ensemble (student NLL - ensemble NLL of the val tokens) and the mean
-        KL(pi_bar || p), p the student's predictive distribution as its method reads it
-        (softmax z; a Dirichlet student's mean (exp z + m_off) / alpha_0); plus the members'
-        mean agreement with the ensemble, the reference of the convergence criterion."""
+        KL(pi_bar || softmax z), all from the student's point prediction softmax(z) as the
+        evaluation reads it (for a Dirichlet student too: ``docs/method.md``, "Student"); plus
+        the members' mean agreement with the ensemble, the convergence criterion's bar."""
         ref = self._reference()
-        m_off = methods.model_offset(self.method, self.options)
-        dirichlet = methods.get(self.method).dirichlet
         agree, nll, kl, count = 0, 0.0, 0.0, 0
         for x, y, lp in self._val_batches():
             ens = torch.logsumexp(lp, 0) - math.log(lp.shape[0])  # ln pi_bar [T, V]
             z = model(x).double()
-            if dirichlet and m_off > 0:
-                alpha = torch.exp(z) + m_off
-                logp = torch.log(alpha) - torch.log(alpha.sum(-1, keepdim=True))
-            else:
-                logp = torch.log_softmax(z, -1)
+            logp = torch.log_softmax(z, -1)
             agree += int((z.argmax(-1) == ens.argmax(-1)).sum())
             nll -= float(logp.gather(1, y[:, None]).sum())
             kl += float((ens.exp() * (ens - logp)).sum())
