@@ -22,12 +22,20 @@ wildcard_constraints:
     seed=r"\d+",
     vocab=r"\d+",
     method="|".join(METHODS),
+    lr=r"[0-9.e+-]+",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/distill.smk"
+
+
+if LR_SEARCH:
+
+    include: "workflow/rules/lr_search.smk"
+
+
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/gradient.smk"
@@ -42,3 +50,4 @@ rule all:
         runs(f"{RUN}/teacher/manifest.json"),
         rules.aggregate.output.tidy,
         rules.figures.output,
+        [rules.lr_table.output.csv] if LR_SEARCH else [],

@@ -119,6 +119,23 @@ def check(config: dict, task: str) -> None:
     if ood.get("corruptions") and not ood.get("severities", [1]):
         raise ConfigError("ood.severities", [], "at least one severity in 1..5 with corruptions")
     ds = config.get("dataset") or {}
+    lr = config.get("lr_search")
+    if lr is not None:
+        if task != "text":
+            raise ConfigError("lr_search", lr, "only the token task (task: text) has it")
+        if int(lr["vocab"]) not in [int(v) for v in config["vocab_sizes"]]:
+            raise ConfigError(
+                "lr_search.vocab", lr["vocab"], f"one of vocab_sizes {config['vocab_sizes']}"
+            )
+        rates = [format(float(r), "g") for r in lr["lrs"]]
+        if len(set(rates)) != len(rates):
+            raise ConfigError("lr_search.lrs", lr["lrs"], "distinct rates")
+        check_training("lr_search", {**config["students"], **lr.get("overrides", {})})
+    tv = (config.get("gradient_analysis") or {}).get("token_vocab")
+    if tv is not None and int(tv) not in [int(v) for v in config.get("vocab_sizes", [])]:
+        raise ConfigError(
+            "gradient_analysis.token_vocab", tv, f"one of vocab_sizes {config.get('vocab_sizes')}"
+        )
     if task == "text":
         if int(ds.get("val_mod", 8)) == int(ds.get("test_mod", 9)):
             raise ConfigError(

@@ -26,6 +26,7 @@ import torch
 from pipeline import methods
 from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
 from pipeline.imports import code_fingerprint
+from pipeline.stages.lr_search import read_choice
 from pipeline.stages.train import seeded_model, start
 
 
@@ -122,17 +123,22 @@ def init_output_bias(model: torch.nn.Module, teacher) -> torch.Tensor:
 def _extra(ap) -> None:
     ap.add_argument("--teacher", required=True, type=Path, help="the run's teacher artifact")
     ap.add_argument("--members", required=True, nargs="+", type=Path, help="the members' weights")
+    ap.add_argument(
+        "--lr-from", type=Path, default=None, help="the group's choice.json (rule lr_choice)"
+    )
+
+
+def _run(a, cfg: dict, log) -> list[dict]:
+    if a.lr_from is not None:  # the learning rate chosen on validation replaces the config's
+        cfg = {**cfg, "lr": read_choice(a.lr_from, cfg.get("group", cfg["method"]))}
+        log(f"lr={cfg['lr']} (chosen on validation: {a.lr_from})")
+    return distill(
+        a.task, a.data, a.teacher, a.members, cfg, a.seed, a.out, a.ckpt, a.num_classes, log
+    )
 
 
 def main() -> None:
-    training_cli(
-        "Distil one student (rule distill)",
-        "distill",
-        lambda a, cfg, log: distill(
-            a.task, a.data, a.teacher, a.members, cfg, a.seed, a.out, a.ckpt, a.num_classes, log
-        ),
-        extra_args=_extra,
-    )
+    training_cli("Distil one student (rule distill)", "distill", _run, extra_args=_extra)
 
 
 if __name__ == "__main__":

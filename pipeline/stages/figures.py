@@ -12,6 +12,7 @@ touches training. Each figure is saved as PNG and PDF; a task draws the figures 
 * ``gradient_analysis``    head share of |dL/dz| vs K, and |dL/dz_c| vs rank of pi_bar_c
 * ``class_sweep``          (token task) student-vs-ensemble gaps against the number of classes
 * ``learning_curves``      (token task) val agreement and NLL gap against steps, a column per V
+* ``token_gradients``      (token task) the gradient diagnostic on real validation tokens
 
 Run by hand, e.g.: ``python -m pipeline.stages.figures --task image --out figs
 --per-example results/default/eval/*/per_example.safetensors --tidy ... --histories ...
@@ -283,6 +284,34 @@ def gradient_analysis(shares_csv: Path, profile_csv: Path, out: Path) -> list[Pa
     return _save(fig, out, "gradient_analysis")
 
 
+def token_gradients(profile_csv: Path, gate_csv: Path, out: Path) -> list[Path]:
+    """The real-data diagnostic (``pipeline.stages.token_gradients``): mean |dL/dz_c| against
+    the rank of pi_bar_c per method group (each normalised by its own total, so the shapes
+    compare), and the share of tokens whose ensemble top class has a student logit below 0."""
+    p, gate = pd.read_csv(profile_csv), pd.read_csv(gate_csv)
+    groups = sorted(gate["group"], key=order)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for g in groups:
+        y = p[g] / p[g].sum()
+        axes[0].plot(p["rank"], y, color=color(g), label=label(g), lw=1.3)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
+        ylabel="mean |∂L/∂z_c| / Σ_c",
+        title=f"where each loss puts its gradient (val tokens, V = {len(p):,})",
+    )
+    axes[0].legend(fontsize=7)
+    g = gate.set_index("group").loc[groups]
+    axes[1].barh(
+        [label(x) for x in groups], g["top_class_below_zero"], color=[color(x) for x in groups]
+    )
+    axes[1].invert_yaxis()
+    axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
+    fig.tight_layout()
+    return _save(fig, out, "token_gradients")
+
+
 def class_sweep(
     sweep_csv: Path, shares_csv: Path | None, out: Path, ood_set: str, measure: str
 ) -> list[Path]:
@@ -433,6 +462,7 @@ def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
             args.sweep, args.shares, out, args.ood_set, args.measure
         ),
         "learning_curves": lambda: learning_curves(args.curves, out),
+        "token_gradients": lambda: token_gradients(args.token_profile, args.token_gate, out),
     }
     return [p for name in tasks.spec(task).figures for p in makers[name]()]
 
@@ -448,6 +478,8 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="gradient_analysis/rank_profile.csv")
     ap.add_argument("--sweep", type=Path, default=None, help="tables/sweep.csv")
     ap.add_argument("--curves", nargs="*", type=Path, default=[], help="students' curve.csv")
+    ap.add_argument("--token-profile", type=Path, default=None, help="token_profile.csv")
+    ap.add_argument("--token-gate", type=Path, default=None, help="token_gate.csv")
     ap.add_argument("--ece-bins", type=int, default=Mx.ECE_BINS)
     ap.add_argument("--ood-set", default=None, help="class_sweep: the OOD set drawn")
     ap.add_argument("--measure", default=None, help="class_sweep: the OOD score drawn")

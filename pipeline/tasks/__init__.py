@@ -162,7 +162,7 @@ TASKS: dict[str, TaskSpec] = {
                 for name in ("convergence", "main", "prr", "ood", "ood_main", "speed")
             },
         },
-        figures=("class_sweep", "learning_curves"),
+        figures=("class_sweep", "learning_curves", "token_gradients"),
         published=(
             {
                 "convergence": "The convergence check per V: top-1 agreement with the ensemble "
@@ -180,7 +180,7 @@ TASKS: dict[str, TaskSpec] = {
                 "one thread) and slowdown against cross-entropy training of the same model (the "
                 "members); the first steps include torch.compile of the fused losses.",
             },
-            ("class_sweep", "learning_curves"),
+            ("class_sweep", "learning_curves", "token_gradients"),
             "text-results",
             "text_results.md",
         ),

@@ -115,6 +115,33 @@ def student_config(group):
     return cfg
 
 
+# The learning-rate search (workflow/rules/lr_search.smk), when the config has lr_search.
+LR_SEARCH = config.get("lr_search")
+LR_VOCAB = int(LR_SEARCH["vocab"]) if LR_SEARCH else None
+LR_SEED = int(LR_SEARCH.get("seed", 0)) if LR_SEARCH else None
+LR_RATES = [format(float(r), "g") for r in LR_SEARCH["lrs"]] if LR_SEARCH else []
+LR_RUN = f"{R}/V{LR_VOCAB}" if LR_SEARCH else None
+
+
+# The token task's real-data gradient diagnostic reads the students at this V.
+_GA = config.get("gradient_analysis", {})
+TOKEN_VOCAB = int(_GA.get("token_vocab", LR_VOCAB or (max(KS) if KS else 0)))
+
+
+def lr_trial_config(group, lr):
+    """A trial's config: the group's students slice, lr_search.overrides, the trial's rate."""
+    return {**student_config(group), **LR_SEARCH.get("overrides", {}), "lr": float(lr)}
+
+
+def lr_choice_input(wc):
+    """rule distill's `lr` input: the group's choice.json under lr_search, else nothing."""
+    return [f"{R}/lr_search/{wc.method}/choice.json"] if LR_SEARCH else []
+
+
+def lr_arg(wc, input):
+    return f"--lr-from '{input.lr[0]}'" if LR_SEARCH else ""
+
+
 def data_files():
     return [f"{R}/data/{split}.safetensors" for split in DATA_SPLITS]
 
@@ -176,6 +203,7 @@ FIGURE_INPUTS = {
     "gradient_analysis": ["shares", "profile"],
     "class_sweep": ["sweep", "shares"],
     "learning_curves": ["curves"],
+    "token_gradients": ["token_profile", "token_gate"],
 }
 
 
@@ -189,6 +217,8 @@ def figure_inputs():
         "profile": f"{R}/gradient_analysis/rank_profile.csv",
         "sweep": f"{R}/tables/sweep.csv",
         "curves": student_curves() if SPEC.curves else [],
+        "token_profile": f"{R}/gradient_analysis/token_profile.csv",
+        "token_gate": f"{R}/gradient_analysis/token_gate.csv",
     }
     needed = dict.fromkeys(k for name in SPEC.figures for k in FIGURE_INPUTS[name])
     return {k: files[k] for k in needed}

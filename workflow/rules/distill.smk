@@ -10,6 +10,7 @@ rule distill:
         teacher=f"{RUN}/teacher/manifest.json",
         cache=teacher_files(),
         members=member_files(),
+        lr=lr_choice_input,
     output:
         model=f"{RUN}/students/{{method}}/seed{{seed}}/model.safetensors",
         meta=f"{RUN}/students/{{method}}/seed{{seed}}/model.json",
@@ -26,6 +27,7 @@ rule distill:
         data=lambda wc, input: os.path.dirname(input.data),
         teacher=lambda wc, input: os.path.dirname(input.teacher),
         ckpt=fill(f"{RUN}/checkpoints/students/{{method}}/seed{{seed}}.pt"),
+        lr=lr_arg,
     log:
         STUDENT_LOG,
     benchmark:
@@ -40,5 +42,5 @@ rule distill:
         " --teacher {params.teacher:q} --members {input.members:q} --seed {wildcards.seed}"
         " --config-json {params.cfg:q} --device {params.device} --out {output.model:q}"
         " --ckpt {params.ckpt:q} --threads {threads}"
-        " --resources-json {output.res:q}"
+        " --resources-json {output.res:q} {params.lr}"
         " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"

@@ -16,3 +16,40 @@ rule gradient_analysis:
     shell:
         "python -m pipeline.stages.gradient_analysis --out {params.out:q} {params.args}"
         " > {log:q} 2>&1"
+
+
+if SPEC.curves:  # the token task: the diagnostic on real data
+
+    rule token_gradients:
+        """Mean |dL/dz_c| against the rank of pi_bar_c on validation tokens, and the share of
+        tokens whose ensemble top class sits below z = 0, for each group's seed-0 student."""
+        input:
+            code("token_gradients"),
+            data=f"{R}/data/manifest.json",
+            splits=data_files(),
+            teacher=f"{R}/V{TOKEN_VOCAB}/teacher/manifest.json",
+            members=[f"{R}/V{TOKEN_VOCAB}/members/seed{s}/model.safetensors" for s in MEMBER_SEEDS],
+            students=[
+                f"{R}/V{TOKEN_VOCAB}/students/{g}/seed{STUDENT_SEEDS[0]}/model.safetensors"
+                for g in METHODS
+            ],
+        output:
+            profile=f"{R}/gradient_analysis/token_profile.csv",
+            gate=f"{R}/gradient_analysis/token_gate.csv",
+        params:
+            data=lambda wc, input: os.path.dirname(input.data),
+            teacher=lambda wc, input: os.path.dirname(input.teacher),
+            students=lambda wc, input: " ".join(
+                f"'{g}={p}'" for g, p in zip(METHODS, input.students)
+            ),
+            sentences=int(config.get("gradient_analysis", {}).get("token_sentences", 200)),
+            out=lambda wc, output: os.path.dirname(output.profile),
+        log:
+            f"{R}/logs/token_gradients.log",
+        threads: THREADS
+        shell:
+            "python -m pipeline.stages.token_gradients --data {params.data:q}"
+            " --num-classes {TOKEN_VOCAB} --teacher {params.teacher:q}"
+            " --members {input.members:q} --students {params.students}"
+            " --sentences {params.sentences} --threads {threads} --out {params.out:q}"
+            " > {log:q} 2>&1"
