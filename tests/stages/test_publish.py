@@ -30,6 +30,11 @@ def test_publish_fills_the_readme_block_from_the_tables(tmp_path, kind):
         assert f"docs/figures/{name}.png" in text
         assert (tmp_path / "docs" / "figures" / f"{name}.png").read_bytes() == b"png"
     assert "0.123" in (tmp_path / "docs" / doc).read_text()
+    assert "| lr_search |" not in page  # an optional table the run did not write
+    (results / "tables" / "lr_search.md").write_text("| lr_search |\n|---|\n| 0.005 |")
+    publish.publish(results, tmp_path / "docs", readme, kind)
+    assert "| lr_search |" in (tmp_path / "docs" / doc).read_text()  # on the full page
+    assert "| lr_search |" not in readme.read_text()
     readme.write_text("no block here")
     with pytest.raises(ValueError, match=marker):
         publish.publish(results, tmp_path / "docs", readme, kind)

@@ -8,6 +8,7 @@ rule publish:
         code("publish"),
         tables=rules.aggregate.output,
         figures=rules.figures.output,
+        lr_search=[f"{R}/tables/lr_search.md"] if LR_SEARCH else [],
     output:
         results=f"docs/{_DOC}",
         figures=[f"docs/figures/{name}.png" for name in _PUBLISHED_FIGURES],

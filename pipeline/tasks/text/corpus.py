@@ -280,6 +280,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         "config": cfg,
         "max_len": max_len,
         "num_words": len(words),
+        "full_vocab_size": len(words) + len(SPECIALS),  # the V with no train word as UNK
         "train_word_tokens": total,
         "coverage": {
             str(v): float(top[min(v - len(SPECIALS), len(top)) - 1])
