@@ -18,6 +18,7 @@ Run by hand (what the rule does)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +27,10 @@ import torch
 from pipeline import methods
 from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
 from pipeline.imports import code_fingerprint
-from pipeline.stages.lr_search import read_choice
+from pipeline.io import ArtifactError, read_json
 from pipeline.stages.train import seeded_model, start
+
+LR_CHOICE_RULE = "lr_choice"  # writes the choice.json that --lr-from reads
 
 
 def distill(
@@ -118,6 +121,21 @@ def init_output_bias(model: torch.nn.Module, teacher) -> torch.Tensor:
     with torch.no_grad():
         linear[-1].bias.copy_(bias)
     return bias
+
+
+def read_choice(path: str | Path, group: str) -> float:
+    """The learning rate ``rule lr_choice`` chose for ``group``; an :class:`ArtifactError` names
+    a file that is not that group's choice."""
+    info = read_json(Path(path), LR_CHOICE_RULE)
+    if not isinstance(info, dict) or info.get("group") != group:
+        got = info.get("group") if isinstance(info, dict) else None
+        raise ArtifactError(
+            path, f"is the learning-rate choice of {got!r}, not {group!r}", LR_CHOICE_RULE
+        )
+    lr = info.get("lr")
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ArtifactError(path, f"holds no positive learning rate (lr={lr!r})", LR_CHOICE_RULE)
+    return float(lr)
 
 
 def _extra(ap) -> None:

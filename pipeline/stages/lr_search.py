@@ -8,8 +8,10 @@ applied; this stage then reads the trials' histories:
 
 * ``choose`` (``rule lr_choice``): the rate whose student ends with the highest validation
   ``val_agreement`` (top-1 agreement with the ensemble); a tie goes to the lower ``val_nll``,
-  then to the smaller rate. A trial that diverged (no finite agreement) is never chosen.
-  Writes ``choice.json``; ``rule distill`` reads its ``lr`` (:func:`read_choice`).
+  then to the smaller rate. A trial that diverged (no finite agreement) is never chosen. A rate
+  at either end of the grid is flagged (``edge``): the best rate may lie beyond it. Writes
+  ``choice.json``; ``rule distill`` reads its ``lr`` (:func:`pipeline.stages.distill.read_choice`;
+  kept there so that editing this stage does not change the students' code).
 * ``table`` (``rule lr_table``): every group's grid and choice as ``lr_search.csv`` / ``.md``.
 
 Run by hand::
@@ -60,20 +62,14 @@ def choose(group: str, trials: dict[float, Path]) -> dict:
             -r["lr"],
         ),
     )
-    return {"group": group, "metric": METRIC, "lr": best["lr"], "trials": rows}
+    lrs = [r["lr"] for r in rows]
+    edge = "upper" if best["lr"] == max(lrs) else "lower" if best["lr"] == min(lrs) else None
+    return {"group": group, "metric": METRIC, "lr": best["lr"], "edge": edge, "trials": rows}
 
 
-def read_choice(path: str | Path, group: str) -> float:
-    """The learning rate ``rule lr_choice`` chose for ``group``; an :class:`ArtifactError` names
-    a file that is not that group's choice."""
-    info = read_json(Path(path), RULE)
-    if not isinstance(info, dict) or info.get("group") != group:
-        got = info.get("group") if isinstance(info, dict) else None
-        raise ArtifactError(path, f"is the learning-rate choice of {got!r}, not {group!r}", RULE)
-    lr = info.get("lr")
-    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
-        raise ArtifactError(path, f"holds no positive learning rate (lr={lr!r})", RULE)
-    return float(lr)
+def _mark(info: dict) -> str:
+    edge = info.get("edge")
+    return f"✓ ({edge} edge of the grid)" if edge else "✓"
 
 
 def table(choices: list[Path]) -> pd.DataFrame:
@@ -91,7 +87,7 @@ def table(choices: list[Path]) -> pd.DataFrame:
                     "lr": t["lr"],
                     "val agreement": round(t[METRIC], 4),
                     "val NLL": round(t["val_nll"], 4),
-                    "chosen": "✓" if t["lr"] == info["lr"] else "",
+                    "chosen": _mark(info) if t["lr"] == info["lr"] else "",
                 }
             )
     return pd.DataFrame(rows)
@@ -115,6 +111,11 @@ def main() -> None:
         info = choose(args.group, dict(zip(args.lrs, args.histories, strict=True)))
         atomic_write_text(json.dumps(info, indent=2), args.out)
         print(json.dumps(info, indent=2))
+        if info["edge"]:
+            print(
+                f"warning: {args.group}: the best rate {info['lr']} is at the {info['edge']} "
+                "edge of lr_search.lrs; the best may lie beyond it (extend the grid)"
+            )
     else:
         frame = table(args.choices)
         atomic_write_text(frame.to_csv(index=False), args.out)
