@@ -303,9 +303,16 @@ def token_gradients(profile_csv: Path, gate_csv: Path, out: Path) -> list[Path]:
     )
     axes[0].legend(fontsize=7)
     g = gate.set_index("group").loc[groups]
-    axes[1].barh(
-        [label(x) for x in groups], g["top_class_below_zero"], color=[color(x) for x in groups]
-    )
+    names = [label(x) for x in groups]
+    bars = axes[1].barh(names, g["top_class_below_zero"], color=[color(x) for x in groups])
+    for bar, share, top in zip(bars, g["top_class_below_zero"], g["mean_top_logit"], strict=True):
+        axes[1].text(  # the value is written out: a share of 0 draws no bar
+            max(share, 0) + 0.02,
+            bar.get_y() + bar.get_height() / 2,
+            f"{share:.3f} (mean top-class z {top:.1f})",
+            va="center",
+            fontsize=8,
+        )
     axes[1].invert_yaxis()
     axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
     fig.tight_layout()
