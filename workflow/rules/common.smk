@@ -134,7 +134,7 @@ def lr_trial_config(group, lr):
 
 
 def lr_choice_input(wc):
-    """rule distill's `lr` input: the group's choice.json under lr_search, else nothing."""
+    """The `lr` input of the distill rule (the group's choice.json under lr_search), else none."""
     return [f"{R}/lr_search/{wc.method}/choice.json"] if LR_SEARCH else []
 
 

@@ -43,13 +43,14 @@ if SPEC.curves:  # the token task: the diagnostic on real data
                 f"'{g}={p}'" for g, p in zip(METHODS, input.students)
             ),
             sentences=int(config.get("gradient_analysis", {}).get("token_sentences", 200)),
+            vocab=TOKEN_VOCAB,
             out=lambda wc, output: os.path.dirname(output.profile),
         log:
             f"{R}/logs/token_gradients.log",
         threads: THREADS
         shell:
             "python -m pipeline.stages.token_gradients --data {params.data:q}"
-            " --num-classes {TOKEN_VOCAB} --teacher {params.teacher:q}"
+            " --num-classes {params.vocab} --teacher {params.teacher:q}"
             " --members {input.members:q} --students {params.students}"
             " --sentences {params.sentences} --threads {threads} --out {params.out:q}"
             " > {log:q} 2>&1"
