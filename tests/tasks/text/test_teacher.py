@@ -110,11 +110,12 @@ def test_learning_curve_point_against_a_direct_computation(run, method, options)
     assert point["val_agreement"] == pytest.approx(
         float((z.argmax(-1) == pbar.argmax(-1)).double().mean())
     )
-    assert point["val_kl"] == pytest.approx(float(kl), rel=1e-9)
-    assert point["val_nll_gap"] == pytest.approx(float(gap), rel=1e-9)
+    assert point["val_kl"] == pytest.approx(float(kl), rel=1e-5)  # float32 terms, float64 sums
+    assert point["val_nll_gap"] == pytest.approx(float(gap), rel=1e-5)
     assert point["member_agreement"] == pytest.approx(float(member_agree))
     members_as_student = teacher.curve(teacher.members[0])
     assert members_as_student["val_agreement"] <= 1.0 and members_as_student["val_kl"] > 0
+    assert teacher.curve(student) == point  # the cached ensemble gives the same point again
 
 
 def test_log_marginal_is_the_ensemble_mean_over_train_tokens(run):
