@@ -130,7 +130,8 @@ COLORS = {"member": "tab:gray", "ensemble": "black"} | {m.name: m.color for m in
 STUDENT_OPTIONS = MappingProxyType({"init_bias": None})
 """Options every method takes that set up the student, not its loss, with their defaults:
 ``init_bias``: ``None`` (the model's own initialisation) or ``"log_marginal"`` (the output bias
-starts at ln of the ensemble's mean pi_bar over the training tokens, centred)."""
+starts at ln of the ensemble's mean pi_bar over training tokens: the task teacher's
+``log_marginal()``)."""
 INIT_BIAS = ("log_marginal",)
 VARIANT_PALETTE = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "navy", "gold")
 

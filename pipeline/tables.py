@@ -85,7 +85,7 @@ def summary_table(rows: pd.DataFrame, column: pd.Series, by: str | None = None) 
     w["_o"] = w["group"].map(lambda g: order(g)[0])
     w["_s"] = w["group"].map(lambda g: order(g)[1])
     w = w.sort_values(([by] if by else []) + ["_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
-    w["group"] = w["group"].map(lambda x: label(x))
+    w["group"] = w["group"].map(label)
     cols = list(dict.fromkeys(column))
     if by:
         w = w.rename(columns={by: "V", "group": "system"})[["V", "system", *cols]]
