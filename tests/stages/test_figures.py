@@ -22,7 +22,7 @@ def gradient(tmp_path_factory):
 
 def _args(**kw):
     base = dict(per_example=[], tidy=None, histories=[], shares=None, profile=None, sweep=None)
-    base.update(curves=[])
+    base.update(curves=[], token_profile=None, token_gate=None)
     base.update(ece_bins=10, ood_set="permuted", measure="knowledge")
     return argparse.Namespace(**{**base, **kw})
 
@@ -72,12 +72,31 @@ def fake_curves(tmp_path):
     return files
 
 
-def test_class_sweep_and_learning_curve_figures(tmp_path, gradient):
+def fake_token_gradients(tmp_path):
+    """The two tables of the token_gradients stage for two groups at V = 50."""
+    rank = list(range(1, 51))
+    profile = pd.DataFrame(
+        {"rank": rank, "mean_prob": [1 / r for r in rank], "end": [1 / r for r in rank],
+         "pd_end2_moff0": [1 / r**2 for r in rank]}
+    )  # fmt: skip
+    gate = pd.DataFrame(
+        {"group": ["end", "pd_end2_moff0"], "top_class_below_zero": [0.0, 0.25],
+         "mean_top_logit": [6.0, 3.5]}
+    )  # fmt: skip
+    profile.to_csv(tmp_path / "token_profile.csv", index=False)
+    gate.to_csv(tmp_path / "token_gate.csv", index=False)
+    return tmp_path / "token_profile.csv", tmp_path / "token_gate.csv"
+
+
+def test_class_sweep_learning_curve_and_token_gradient_figures(tmp_path, gradient):
     aggregate("text", fake_tidy(tmp_path), tmp_path / "tables")
+    profile, gate = fake_token_gradients(tmp_path)
     args = _args(
         sweep=tmp_path / "tables" / "sweep.csv",
         shares=gradient / "head_share.csv",
         curves=fake_curves(tmp_path / "runs"),
+        token_profile=profile,
+        token_gate=gate,
     )
     paths = F.draw("text", tmp_path / "fig", args)
     assert [p.name for p in paths] == [
@@ -85,6 +104,8 @@ def test_class_sweep_and_learning_curve_figures(tmp_path, gradient):
         "class_sweep.pdf",
         "learning_curves.png",
         "learning_curves.pdf",
+        "token_gradients.png",
+        "token_gradients.pdf",
     ]
     assert all(p.stat().st_size > 1000 for p in paths)
     curves = F.read_curves(args.curves)
