@@ -161,26 +161,28 @@ log "smoke config through SLURM (training interrupted after every epoch, resumed
 PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 900 \
   snakemake --profile "$WORK/profile" --configfile "$WORK/slurm.yaml" \
   > "$WORK/snakemake-slurm.log" 2>&1 || { tail -n 60 "$WORK/snakemake-slurm.log"; exit 1; }
+# what SLURM knows of the jobs, read now: slurmctld forgets a finished job MinJobAge (600 s) after
+# it ends, and the local run below can take longer than that on a loaded machine
+squeue -h -t all -o "%i|%j|%T|%b" > "$WORK/squeue.txt"
+scontrol -o show job > "$WORK/scontrol.txt"
 log "local reference run"
 timeout -s INT -k 60 900 snakemake --cores 2 --configfile "$WORK/local.yaml" \
   > "$WORK/snakemake-local.log" 2>&1 || { tail -n 60 "$WORK/snakemake-local.log"; exit 1; }
 
 # ---------------------------------------------------------------- checks
 python - "$WORK" <<'PY'
-import glob, re, subprocess, sys
+import glob, re, sys
 import numpy as np, pandas as pd
 work = sys.argv[1]
 out = open(f"{work}/snakemake-slurm.log").read()
 ids = set(re.findall(r"submitted with SLURM jobid (\d+)", out))
 assert len(ids) >= 10, f"expected SLURM job ids in the snakemake log, found {sorted(ids)}"
-q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%b"], capture_output=True,
-                   text=True, timeout=30).stdout.split("\n")
+q = open(f"{work}/squeue.txt").read().split("\n")  # read right after the SLURM run
 rows = [r.split("|") for r in q if r.strip()]
 states = {r[0]: r[2] for r in rows}
 assert ids <= set(states), f"job ids missing from squeue: {sorted(ids - set(states))}"
 assert sum(s == "COMPLETED" for s in states.values()) >= 10, states
-shown = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True,
-                       timeout=30).stdout.splitlines()
+shown = open(f"{work}/scontrol.txt").read().splitlines()
 gpu_jobs = [line for line in shown if re.search(r"gres[:/]gpu[:=]1", line)]
 assert gpu_jobs, "no job asked SLURM for a GPU (gres)"
 assert any(s == "FAILED" for s in states.values()), "the injected interruption never happened"
