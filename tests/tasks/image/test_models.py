@@ -29,6 +29,14 @@ def test_small_cnn_width_and_seeded_init():
     )
 
 
+def test_small_cnn_pool_keeps_a_spatial_map_before_the_head():
+    glob_pool = build_model({"name": "small_cnn", "width": 16}, 10, 1)
+    pooled = build_model({"name": "small_cnn", "width": 16, "pool": 7}, 10, 1)
+    assert glob_pool.head.in_features == 64 and pooled.head.in_features == 64 * 49
+    assert count_parameters(pooled) - count_parameters(glob_pool) == 64 * 48 * 10
+    assert pooled(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
 def test_bad_model_config_is_named():
     with pytest.raises(ValueError, match="model.name 'vgg'"):
         build_model({"name": "vgg"}, 10, 1)
