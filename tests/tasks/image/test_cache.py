@@ -23,7 +23,7 @@ FLOAT16_TOLERANCE = 5e-3
 def test_cache_contents_and_manifest(cache, prepared, members):
     m = T.validate(cache, prepared, members)
     assert m["num_members"] == 3 and m["num_classes"] == 10 and m["member_seeds"] == [0, 1, 2]
-    assert set(m["splits"]) == {"train", "val", "test", "ood_mnist", "shift"}
+    assert set(m["splits"]) == {"train", "val", "test", "ood_mnist", "ood_inverted", "shift"}
     test = T.load_split(cache, "test")
     assert test["member_log_probs"].shape == (150, 3, 10)
     assert test["member_log_probs"].dtype == torch.float32  # evaluation splits: float32

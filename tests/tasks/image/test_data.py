@@ -58,7 +58,7 @@ def test_corruptions_are_deterministic_and_grow_with_severity(corruption):
 
 def test_prepare_writes_splits_and_manifest(prepared, data_cfg):
     m = D.load_manifest(prepared)
-    assert set(m["splits"]) == {"train", "val", "test", "ood_mnist", "shift"}
+    assert set(m["splits"]) == {"train", "val", "test", "ood_mnist", "ood_inverted", "shift"}
     assert m["splits"]["train"]["n"] == 500 and m["splits"]["val"]["n"] == 100
     assert m["splits"]["shift"]["n"] == 60 * 2 * 2
     assert sum(m["splits"]["train"]["class_counts"]) == 500
@@ -67,6 +67,20 @@ def test_prepare_writes_splits_and_manifest(prepared, data_cfg):
     assert not set(train["ids"].tolist()) & set(val["ids"].tolist())  # disjoint split
     shift = D.load_split(prepared, "shift")
     assert set(shift["severity"].tolist()) == {1, 5} and set(shift["corruption"].tolist()) == {0, 1}
+
+
+def test_derived_ood_set_is_the_transformed_test_images(prepared):
+    raw = D.fashion_mnist(D.load_manifest(prepared)["config"]["dataset"]["path"])["test"]
+    inv = D.load_split(prepared, "ood_inverted")
+    assert len(inv["ids"]) == 100 and len(set(inv["ids"].tolist())) == 100
+    assert torch.equal(inv["images"], 255 - raw.images[inv["ids"]])
+    assert torch.equal(D.DERIVED_OOD["vflip"](raw.images[:3]), raw.images[:3].flip(1))
+
+
+def test_unknown_ood_set_names_the_registered_ones(data_cfg, tmp_path):
+    cfg = {**data_cfg, "ood": {**data_cfg["ood"], "sets": ["svhn"]}}
+    with pytest.raises(ValueError, match=r"ood.sets has 'svhn'; registered: \['inverted', 'mnist'"):
+        D.prepare(cfg, tmp_path)
 
 
 def test_prepare_is_deterministic(data_cfg, prepared, tmp_path):
