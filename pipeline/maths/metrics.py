@@ -148,6 +148,21 @@ def rejection_curve(uncertainty, errors) -> tuple[np.ndarray, np.ndarray]:
     return steps / n, (rejected[-1] - rejected) / n
 
 
+def pairwise_disagreement(member_preds) -> float:
+    """Mean over member pairs ``m < m'`` of the fraction of examples on which their top
+    classes differ; ``member_preds [N, M]`` integer class indices, ``M >= 2``. From the class
+    counts per example: pairs that agree = sum_c n_c (n_c - 1) / 2."""
+    p = _arr(member_preds, "member_preds", 2).astype(np.int64)
+    n, m = p.shape
+    if m < 2:
+        raise ValueError(f"pairwise disagreement needs at least 2 members, got {m}")
+    counts = np.zeros((n, int(p.max(initial=0)) + 1), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), m), p.ravel()), 1)
+    agree = (counts * (counts - 1) // 2).sum(1)
+    pairs = m * (m - 1) // 2
+    return float(np.mean(1.0 - agree / pairs))
+
+
 def prr(uncertainty, errors) -> float:
     """Prediction rejection ratio ``(A_random - A_unc) / (A_random - A_oracle)``.
 

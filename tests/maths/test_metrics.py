@@ -5,6 +5,19 @@ import torch
 from pipeline.maths import metrics as M
 
 
+def test_pairwise_disagreement_against_every_pair():
+    from itertools import combinations
+
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 4, size=(200, 5))
+    pairs = [np.mean(preds[:, i] != preds[:, j]) for i, j in combinations(range(5), 2)]
+    assert M.pairwise_disagreement(preds) == pytest.approx(np.mean(pairs), abs=1e-12)
+    assert M.pairwise_disagreement(np.tile(preds[:, :1], (1, 3))) == 0.0
+    assert M.pairwise_disagreement(np.array([[0, 1], [2, 3]])) == 1.0
+    with pytest.raises(ValueError, match="at least 2 members"):
+        M.pairwise_disagreement(preds[:, :1])
+
+
 def test_point_metrics_closed_forms():
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
     y = np.array([0, 1, 1])

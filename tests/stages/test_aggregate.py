@@ -23,6 +23,20 @@ def test_image_tables(evaluated, tmp_path):
     assert set(tidy["system"]) == {"member-0", "member-1", "ensemble", "pd_end2-seed0"}
 
 
+def test_diversity_table_has_a_row_per_set(evaluated, tmp_path):
+    d, tables = evaluated
+    div = aggregate("image", sorted(d.glob("*/metrics.csv")), tmp_path)["diversity"].frame
+    assert list(div.index) == ["test", "mnist", "inverted", "shift s1", "shift s5"]
+    assert list(div.columns) == [
+        "members' pairwise disagreement",
+        "Ensemble mean RMI",
+        "PD-EnD² mean RMI",
+    ]  # single members have RMI 0 everywhere: no column
+    t = tables["ensemble"]
+    value = t[(t["split"] == "ood_mnist") & (t["metric"] == "disagreement")]["value"].item()
+    assert div.loc["mnist", "members' pairwise disagreement"] == fmt_mean_std(value, 0.0, 1)
+
+
 def test_tidy_reading_and_formatting(tmp_path):
     (tmp_path / "m.csv").write_text("system,measure,value\nx,,0.5\ny,total,\n")
     t = read_tidy(tmp_path / "m.csv")

@@ -11,7 +11,10 @@ the point prediction in every case (the quantity ECE calibrates).
 
 Metrics: test accuracy, NLL, Brier, ECE, PRR per score; per labelled shift set accuracy, NLL,
 ECE; OOD ROC-AUC / PR-AUC of every score (test vs each OOD or shift set, OOD positive); per
-corruption and severity accuracy, ECE, NLL and shift-as-OOD ROC-AUC.
+corruption and severity accuracy, ECE, NLL and shift-as-OOD ROC-AUC. Diversity, on test and
+every OOD / shift set (the shift set per severity): ``mean_rmi`` (mean RMI score) of every
+system and, for the ensemble, ``disagreement`` (mean pairwise disagreement of its members' top
+classes, :func:`pipeline.maths.metrics.pairwise_disagreement`).
 """
 
 from __future__ import annotations
@@ -40,13 +43,17 @@ from pipeline.tasks.image.batches import predict_logits
 def _measure(raw: torch.Tensor, group: str, m_off: float, mask: list[int] | None) -> dict:
     """``probs`` and uncertainty ``scores`` from member log-probs ``[N, M, K]`` (single member
     or ensemble) or student logits ``[N, K]``, restricted to the classes in ``mask`` (their
-    distribution renormalised over them) when given."""
+    distribution renormalised over them) when given; the ensemble's also has ``member_pred``
+    ``[N, M]``, each member's top class."""
     if mask is not None:
         raw = raw[..., mask]
     if group in ("member", "ensemble"):
         members = torch.softmax(raw, -1)  # [N, M, K]
         probs = members.mean(1)
-        u = ensemble_uncertainty(members) if group == "ensemble" else categorical_uncertainty(probs)
+        if group == "ensemble":
+            out = {"probs": probs, "scores": scores(ensemble_uncertainty(members))}
+            return out | {"member_pred": raw.argmax(-1)}  # [N, M]
+        u = categorical_uncertainty(probs)
     else:
         probs = torch.softmax(raw, -1)
         if not methods.get(group).dirichlet:
@@ -179,6 +186,26 @@ def evaluate_system(
                 s_out = preds[split]["scores"][name].numpy()
                 add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
                 add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
+    # diversity: mean RMI of every system, members' pairwise disagreement for the ensemble
+    severity = D.load_split(data_dir, "shift")["severity"].numpy() if "shift" in splits else None
+    for split in splits:
+        if split != "test" and not split.startswith(("ood_", "shift")):
+            continue
+        parts = [(slice(None), 0)]
+        if split == "shift":
+            parts = [(severity == s, int(s)) for s in np.unique(severity)]
+        for rows_of, sev_ in parts:
+            rmi = preds[split]["scores"]["rmi"].numpy()[rows_of]
+            add(split, "mean_rmi", rmi.mean(), corruption="all" if sev_ else "", severity=sev_)
+            if "member_pred" in preds[split] and preds[split]["member_pred"].shape[1] > 1:
+                mp = preds[split]["member_pred"].numpy()[rows_of]
+                add(
+                    split,
+                    "disagreement",
+                    Mx.pairwise_disagreement(mp),
+                    corruption="all" if sev_ else "",
+                    severity=sev_,
+                )
     # shifted sets: per corruption and severity, and per severity over all corruptions
     if "shift" in splits:
         sd = D.load_split(data_dir, "shift")

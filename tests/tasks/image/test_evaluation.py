@@ -14,7 +14,7 @@ def test_metrics_are_finite_and_in_range(evaluated):
         assert 0 <= acc <= 1
         auroc = t[t["metric"] == "ood_auroc"]["value"]
         assert ((auroc >= 0) & (auroc <= 1)).all()
-        assert set(t["split"]) == {"test", "ood_mnist", "shift"}
+        assert set(t["split"]) == {"test", "ood_mnist", "ood_inverted", "shift"}
 
 
 def test_per_example_arrays_reproduce_the_metrics(evaluated):
@@ -27,6 +27,28 @@ def test_per_example_arrays_reproduce_the_metrics(evaluated):
         (t["metric"] == "ood_auroc") & (t["measure"] == "knowledge") & (t["split"] == "ood_mnist")
     ]["value"].item()
     assert Mx.ood_auroc(a["test.knowledge"], a["ood_mnist.knowledge"]) == pytest.approx(auroc)
+
+
+def test_diversity_rows_match_the_members_and_the_per_example_scores(evaluated, cache):
+    from itertools import combinations
+
+    from pipeline.tasks.image import cache as C
+
+    d, tables = evaluated
+    t = tables["ensemble"]
+    for split in ("test", "ood_mnist", "ood_inverted"):
+        top = C.load_split(cache, split)["member_log_probs"].argmax(-1).numpy()  # [N, 3]
+        pairs = [np.mean(top[:, i] != top[:, j]) for i, j in combinations(range(3), 2)]
+        row = t[(t["split"] == split) & (t["metric"] == "disagreement")]["value"].item()
+        assert row == pytest.approx(np.mean(pairs))
+    shift = t[(t["split"] == "shift") & (t["metric"] == "disagreement")]
+    assert sorted(shift["severity"]) == [1, 5]
+    for system in ("pd_end2-seed0", "member-0"):
+        a = load_file(str(d / system / "per_example.safetensors"))
+        s = tables[system]
+        assert "disagreement" not in set(s["metric"])
+        rmi = s[(s["split"] == "ood_mnist") & (s["metric"] == "mean_rmi")]["value"].item()
+        assert rmi == pytest.approx(float(np.mean(a["ood_mnist.rmi"])), rel=1e-5)
 
 
 def test_single_members_have_no_knowledge_uncertainty(evaluated):
