@@ -212,8 +212,10 @@ def fit(
 ) -> list[dict]:
     """Train ``model`` on ``feed`` for ``cfg["epochs"]`` epochs, resumably.
 
-    ``loss_fn(logits, idx [b], epoch)`` gives the batch loss (``idx`` indexes the training set,
-    so targets can be looked up); ``eval_fn(model, epoch)`` returns validation metrics.
+    ``loss_fn(logits, idx [b], progress)`` gives the batch loss (``idx`` indexes the training
+    set, so targets can be looked up; ``progress`` = epoch + step / steps, the epochs done
+    before this step, a float, so schedules such as EnD2's temperature move every step);
+    ``eval_fn(model, epoch)`` returns validation metrics.
     Returns the per-epoch history (also kept in the checkpoint).
 
     Learning curve: with ``curve_fn`` and ``cfg["curve_every"]`` = N, ``curve_fn(model)`` (eval
@@ -297,7 +299,7 @@ def fit(
                     logits = model(x)
                 want_value = step % value_every == 0 or step == steps - 1
                 with gradient_only(not want_value) as record:
-                    loss = loss_fn(logits.float(), idx, epoch)
+                    loss = loss_fn(logits.float(), idx, epoch + step / steps)
                 placeholder = record.placeholders > 0
                 check = float(loss.detach())  # a placeholder is NaN iff the gradient is not finite
                 if not math.isfinite(check):

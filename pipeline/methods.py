@@ -20,7 +20,8 @@ pd_fkl     KL[Dir(beta) || Dir(alpha)] (ablation)                       model_of
 =========  ==========================================================  =========================
 
 ``temperature`` is the EnD2 schedule ``{initial, hold_epochs, anneal_epochs}``: hold
-``T = initial`` for ``hold_epochs``, then decay linearly to 1 over ``anneal_epochs``.
+``T = initial`` for ``hold_epochs``, then decay linearly to 1 over ``anneal_epochs``, updated
+every training step (:func:`temperature_at`).
 
 Every method also takes the student options of :data:`STUDENT_OPTIONS` (they set the student up,
 the loss never sees them): ``init_bias: log_marginal`` starts the student's output bias at the
@@ -212,26 +213,28 @@ def model_offset(name: str, options: dict | None) -> float:
     return float(resolve_options(name, options).get("model_offset", 0.0))
 
 
-def temperature_at(epoch: int, schedule: dict | None) -> float:
-    """EnD2 temperature for 0-based ``epoch``: ``initial`` for ``hold_epochs``, then linear to 1
-    over ``anneal_epochs`` (reaching 1 at the last annealing epoch), then 1."""
+def temperature_at(progress: float, schedule: dict | None) -> float:
+    """EnD2 temperature at ``progress`` (epochs done, a float: epoch + step / steps):
+    ``initial`` for the first ``hold_epochs``, then linear in progress down to 1 over the next
+    ``anneal_epochs`` (step by step, never a jump: a sudden drop from T = 2.5 to 1 wrecked a
+    student taught by confident members), then 1."""
     if not schedule:
         return 1.0
     t0 = float(schedule.get("initial", 1.0))
     hold, anneal = int(schedule.get("hold_epochs", 0)), int(schedule.get("anneal_epochs", 0))
-    if epoch < hold:
+    if progress < hold:
         return t0
     if anneal <= 0:
         return 1.0
-    frac = min(1.0, (epoch - hold + 1) / anneal)
+    frac = min(1.0, (progress - hold) / anneal)
     return t0 + (1.0 - t0) * frac
 
 
-def member_transform(name: str, options: dict | None, epoch: int) -> tuple[float, float]:
-    """``(temperature, smoothing)`` applied to the members' outputs at ``epoch`` (1 and 0 for
-    every method but EnD2, whose schedule re-tempers them)."""
+def member_transform(name: str, options: dict | None, progress: float) -> tuple[float, float]:
+    """``(temperature, smoothing)`` applied to the members' outputs at ``progress`` (epochs
+    done; 1 and 0 for every method but EnD2, whose schedule re-tempers them)."""
     opts = resolve_options(name, options)
-    return temperature_at(epoch, opts.get("temperature")), float(opts.get("smoothing", 0.0))
+    return temperature_at(progress, opts.get("temperature")), float(opts.get("smoothing", 0.0))
 
 
 def needs_members(name: str, options: dict | None) -> bool:

@@ -80,9 +80,9 @@ def test_divergence_stops_loudly_and_keeps_the_last_good_checkpoint(tmp_path, wh
     feed = T.Feed(12, lambda batches, g, seed: ((i, x[i]) for i in batches))
     calls = {"n": 0}
 
-    def loss_fn(z, idx, epoch):
+    def loss_fn(z, idx, progress):
         calls["n"] += 1
-        bad = epoch == 1 and calls["n"] == 5  # the second step of the second epoch
+        bad = int(progress) == 1 and calls["n"] == 5  # the second step of the second epoch
         if where == "loss":
             return z.sum() * (float("nan") if bad else 1.0)
         # bad: a finite loss (0) whose gradient is not (d sqrt(u)/du at u = 0)
@@ -111,7 +111,7 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
     feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
     seen = []
 
-    def loss_fn(z, idx, epoch):
+    def loss_fn(z, idx, progress):
         loss = proxy_rkl_loss(z, stats.index(idx))
         seen.append((active(), float(loss.detach()), len(idx)))
         return loss
@@ -153,7 +153,7 @@ def test_learning_curve_points_resume_and_leave_training_unchanged(tmp_path, mon
     x, y = torch.randn(n, 3), torch.randint(0, k, (n,))
     feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
 
-    def loss_fn(z, idx, epoch):
+    def loss_fn(z, idx, progress):
         return torch.nn.functional.cross_entropy(z, y[idx])
 
     def curve_fn(model):

@@ -74,7 +74,10 @@ def test_offsets_and_member_transforms():
 
 def test_end2_temperature_schedule():
     sched = {"initial": 3.0, "hold_epochs": 2, "anneal_epochs": 2}
-    assert [methods.temperature_at(e, sched) for e in range(6)] == [3.0, 3.0, 2.0, 1.0, 1.0, 1.0]
+    assert [methods.temperature_at(e, sched) for e in range(6)] == [3.0, 3.0, 3.0, 2.0, 1.0, 1.0]
+    at = [methods.temperature_at(p, sched) for p in (1.99, 2.5, 3.25, 3.999)]
+    assert at == pytest.approx([3.0, 2.5, 1.75, 1.001])  # linear, step by step
+    assert methods.temperature_at(0.5, {"initial": 2.0, "anneal_epochs": 0}) == 1.0
     assert methods.temperature_at(0, None) == 1.0
 
 

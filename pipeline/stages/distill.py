@@ -66,9 +66,9 @@ def distill(
         curve_fn = teacher.curve
     counter = SampleCounter()
 
-    def loss_fn(logits, idx, epoch):
+    def loss_fn(logits, idx, progress):
         counter.n += logits.shape[0]
-        return methods.loss(method, options, logits, teacher.stats(idx, epoch))
+        return methods.loss(method, options, logits, teacher.stats(idx, progress))
 
     def eval_fn(model, epoch):
         return {"train_samples": counter.take(), **teacher.validate(model, epoch)}

@@ -15,7 +15,7 @@ stages (``pipeline.stages``) are written once against the functions every task p
 ``build_teacher``      ``(data_dir, member_files, seeds, out, cfg, num_classes, log)
                        -> (manifest, samples)``: the teacher artifact of the run
 ``student_teacher``    ``(teacher_dir, member_files, training_set, method, options, device)
-                       -> TeacherSource``: what a student learns from (``stats(idx, epoch)``,
+                       -> TeacherSource``: what a student learns from (``stats(idx, progress)``,
                        ``validate(model, epoch)``, ``member_sha256``)
 ``evaluate_system``    ``(group, seed, data_dir, teacher_dir, model, meta, cfg, num_classes,
                        device) -> Evaluation``: tidy metric rows + per-example arrays
@@ -118,11 +118,13 @@ TASKS: dict[str, TaskSpec] = {
         teacher_splits=_image_splits,
         arrays="per_example.safetensors",
         tables={
-            name: ("csv", "md", "tex") for name in ("main", "prr", "ood", "shift", "shift_sets")
+            name: ("csv", "md", "tex")
+            for name in ("main", "prr", "ood", "shift", "shift_sets", "diversity")
         },
         figures=(
             "rejection_curves",
             "ood_histograms",
+            "ood_examples",
             "reliability",
             "shift",
             "training_curves",
@@ -133,14 +135,24 @@ TASKS: dict[str, TaskSpec] = {
             {
                 "main": "Test set (in-distribution): accuracy, NLL, Brier score, ECE.",
                 "ood": "OOD detection ROC-AUC per uncertainty measure (OOD positive): "
-                "Fashion-MNIST test vs MNIST digits, and vs the severity-5 corrupted test images "
-                "(shift s5).",
+                "Fashion-MNIST test vs MNIST digits, vs the test images with inverted intensities "
+                "and vs the severity-5 corrupted test images (shift s5).",
+                "diversity": "Ensemble diversity per set: the members' mean pairwise "
+                "disagreement (share of images on which two members' top classes differ) and "
+                "the mean RMI (knowledge uncertainty) of the ensemble and of each Dirichlet "
+                "student; shift sN: the corrupted test images at severity N.",
                 "prr": "Misclassification detection: prediction rejection ratio per measure "
                 "(1 = oracle, 0 = random).",
                 "shift": "Accuracy and ECE per corruption severity (s1..s5), mean over "
                 "corruption types.",
             },
-            ("ood_histograms", "rejection_curves", "shift", "gradient_analysis"),
+            (
+                "ood_histograms",
+                "ood_examples",
+                "rejection_curves",
+                "shift",
+                "gradient_analysis",
+            ),
             "results",
             "results.md",
         ),

@@ -319,11 +319,12 @@ class CachedTeacher:
             k: v for k, v in options.items() if k not in ("temperature", "smoothing")
         }
 
-    def stats(self, idx: torch.Tensor, epoch: int) -> TeacherStats:
-        """The teacher statistics of train rows ``idx`` at ``epoch``."""
+    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+        """The teacher statistics of train rows ``idx`` at ``progress`` (epochs done, the
+        EnD2 temperature schedule's clock)."""
         idx = idx.to(self.device)
         if self.retemper:
-            temperature, smoothing = methods.member_transform(self.method, self.options, epoch)
+            temperature, smoothing = methods.member_transform(self.method, self.options, progress)
             return teacher_stats(
                 self.train["member_log_probs"][idx], temperature=temperature, smoothing=smoothing
             )

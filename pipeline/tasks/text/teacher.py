@@ -156,10 +156,11 @@ class OnlineTeacher:
         self.need_floored = methods.get(method).needs_floored
         self._cache = None  # the learning curve's view of the ensemble (_val_cache)
 
-    def stats(self, idx: torch.Tensor, epoch: int) -> TeacherStats:
-        """The teacher statistics of the target tokens of train sequences ``idx``."""
+    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+        """The teacher statistics of the target tokens of train sequences ``idx`` at
+        ``progress`` (epochs done: the EnD2 temperature schedule's clock)."""
         x = trim(self.inputs[idx]).to(self.device)
-        temperature, smoothing = methods.member_transform(self.method, self.options, epoch)
+        temperature, smoothing = methods.member_transform(self.method, self.options, progress)
         return online_teacher_stats(
             member_logits(self.members, x),
             temperature=temperature,

@@ -44,7 +44,7 @@ def test_online_statistics_are_the_members_statistics(run, method):
     options = {"model_offset": 0.0} if method == "end2" else {}
     teacher, seqs = _online(run, method, options)
     idx = torch.arange(7)
-    got = teacher.stats(idx, epoch=0)
+    got = teacher.stats(idx, progress=0)
     x = TT.trim(seqs["inputs"][idx])
     with torch.no_grad():
         z = torch.stack([m(x) for m in teacher.members], 1).double()  # [T, M, V]
@@ -63,9 +63,9 @@ def test_end2_temperature_schedule_retempers_members(run):
     with torch.no_grad():
         z = torch.stack([m(x) for m in teacher.members], 1).double()
     s = torch.randn(z.shape[0], 20, dtype=torch.float64)
-    hot = Lm.end2_loss(s, teacher.stats(idx, epoch=0), 0.0)
+    hot = Lm.end2_loss(s, teacher.stats(idx, progress=0), 0.0)
     torch.testing.assert_close(hot, Lm.end2_loss(s, z, 0.0, temperature=3.0), rtol=1e-5, atol=1e-6)
-    cold = Lm.end2_loss(s, teacher.stats(idx, epoch=5), 0.0)
+    cold = Lm.end2_loss(s, teacher.stats(idx, progress=5), 0.0)
     torch.testing.assert_close(cold, Lm.end2_loss(s, z, 0.0), rtol=1e-5, atol=1e-6)
 
 
