@@ -3,8 +3,10 @@ aggregation already wrote (passed explicitly, never found by globbing), so regen
 touches training. Each figure is saved as PNG and PDF; a task draws the figures its
 :class:`pipeline.tasks.TaskSpec` lists.
 
-* ``rejection_curves``     error rate vs fraction rejected (test), per measure, oracle/random
-* ``ood_histograms``       uncertainty of ID test vs OOD, per measure, ensemble vs students
+* ``rejection_curves``     error rate vs fraction rejected (test), per measure, each system
+                           relative to its own error rate, with its own oracle and random
+* ``ood_histograms``       uncertainty of ID test vs each OOD set, per measure, ensemble vs students
+* ``ood_examples``         the ensemble's predicted classes on each OOD set, example images
 * ``reliability``          reliability diagrams (test) per system group
 * ``shift``                accuracy and ECE vs corruption severity, mean ± std over seeds
 * ``training_curves``      student validation accuracy / NLL / agreement per epoch, per method
@@ -73,29 +75,65 @@ def _representatives(files: list[Path]) -> dict[str, Path]:
     return {g: best[g][1] for g in sorted(best, key=order)}
 
 
+FAILED_ERROR_RATIO = 3.0
+"""A system whose test error exceeds this many times the ensemble's is marked as failed in the
+figures (drawn, labelled with its accuracy, never setting the axes)."""
+
+
+def _failed(base_error: dict[str, float]) -> set[str]:
+    ref = base_error.get("ensemble", float(np.median(list(base_error.values()))))
+    return {g for g, e in base_error.items() if e > FAILED_ERROR_RATIO * max(ref, 1e-12)}
+
+
 def rejection_curves(files: list[Path], out: Path) -> list[Path]:
+    """Per measure, each system's test error rate after rejecting the most uncertain fraction,
+    divided by its own error rate without rejection: every curve starts at 1, random rejection
+    is the shared line 1 - f and each system's oracle (thin dashed, its colour) reaches 0 at
+    its own error rate. The x range follows the typical (median) system's error rate, so a
+    failed ablation changes neither axis; it is marked "failed" with its accuracy."""
     reps = _representatives(files)
+    arrays = {g: load_file(str(p)) for g, p in reps.items()}
+    errors = {g: a["test.pred"] != a["test.label"] for g, a in arrays.items()}
+    e0 = {g: float(np.mean(e)) for g, e in errors.items()}
+    failed = _failed(e0)
+    typical = float(np.median([e0[g] for g in e0 if g not in failed] or list(e0.values())))
+    x_max = float(min(1.0, max(0.2, 4 * typical)))
     measures = ["total", "knowledge", "neg_confidence"]
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.4 * len(measures), 3.8), sharey=True)
     for ax, measure in zip(axes, measures, strict=True):
-        for group, path in reps.items():
-            a = load_file(str(path))
-            errors = a["test.pred"] != a["test.label"]
-            f, e = Mx.rejection_curve(a[f"test.{measure}"], errors)
-            ax.plot(f, e, color=color(group), label=label(group))
-        e0 = e[0]
-        ax.plot([0, 1], [e0, 0], ":", color="gray", label="random")
-        ax.plot([0, e0, 1], [e0, 0, 0], "--", color="gray", label="oracle")
-        ax.set(title=f"rejection by {MEASURE_LABELS[measure]}", xlabel="fraction rejected")
-    axes[0].set_ylabel("error rate (test)")
-    axes[-1].legend(fontsize=7)
+        for group, a in arrays.items():
+            if e0[group] == 0:
+                continue
+            f, e = Mx.rejection_curve(a[f"test.{measure}"], errors[group])
+            prr = Mx.prr(a[f"test.{measure}"], errors[group])
+            name = f"{label(group)} (PRR {prr:.2f})"
+            if group in failed:
+                name += f", failed: acc {1 - e0[group]:.2f}"
+            style = ":" if group in failed else "-"
+            ax.plot(f, e / e0[group], style, color=color(group), label=name)
+            ax.plot([0, e0[group], 1], [1, 0, 0], "--", color=color(group), lw=0.6, alpha=0.6)
+        ax.plot([0, 1], [1, 0], ":", color="gray", label="random")
+        ax.set(
+            title=f"rejection by {MEASURE_LABELS[measure]}",
+            xlabel="fraction of test images rejected",
+            xlim=(0, x_max),
+            ylim=(0, 1.02),
+        )
+        ax.legend(fontsize=6.5, loc="upper right")
+    axes[0].set_ylabel("error rate / error rate with no rejection")
     return _save(fig, out, "rejection_curves")
 
 
+def _ood_sets(arrays: dict[str, np.ndarray]) -> list[str]:
+    return sorted({k.split(".")[0] for k in arrays if k.startswith("ood_")})
+
+
 def ood_histograms(files: list[Path], out: Path) -> list[Path]:
+    """Per system (ensemble and students) and measure, the score's density on the ID test set
+    and on every OOD set, with each set's ROC-AUC (OOD positive)."""
     reps = {g: p for g, p in _representatives(files).items() if g != "member"}
     a0 = load_file(str(next(iter(reps.values()))))
-    ood = sorted({k.split(".")[0] for k in a0 if k.startswith("ood_")})[:1]
+    ood = _ood_sets(a0)
     measures = ["total", "knowledge", "epkl", "neg_confidence"]
     fig, axes = plt.subplots(
         len(reps), len(measures), figsize=(3.2 * len(measures), 1.9 * len(reps)), squeeze=False
@@ -104,8 +142,9 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
         a = load_file(str(path))
         for j, measure in enumerate(measures):
             ax = axes[i, j]
-            s_in, s_out = a[f"test.{measure}"], a[f"{ood[0]}.{measure}"] if ood else None
-            if np.ptp(s_in) == 0 and (s_out is None or np.ptp(s_out) == 0):
+            s_in = a[f"test.{measure}"]
+            s_out = {o: a[f"{o}.{measure}"] for o in ood}
+            if np.ptp(np.concatenate([s_in, *s_out.values()])) == 0:
                 ax.text(
                     0.5,
                     0.5,
@@ -120,23 +159,89 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
                 if j == 0:
                     ax.set_ylabel(label(group), fontsize=9)
                 continue
-            lo = min(s_in.min(), s_out.min()) if ood else s_in.min()
-            hi = max(s_in.max(), s_out.max()) if ood else s_in.max()
+            both = np.concatenate([s_in, *s_out.values()])
+            lo, hi = float(both.min()), float(both.max())
             bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
-            ax.hist(s_in, bins=bins, alpha=0.6, density=True, label="ID test")
-            if ood:
-                ax.hist(s_out, bins=bins, alpha=0.6, density=True, label=ood[0])
-                auc = Mx.ood_auroc(s_in, s_out)
+            ax.hist(s_in, bins=bins, alpha=0.5, density=True, label="ID test")
+            aucs = []
+            for o, v in s_out.items():
+                name = o.removeprefix("ood_")
+                ax.hist(v, bins=bins, alpha=0.45, density=True, label=name)
+                aucs.append(f"{name} {Mx.ood_auroc(s_in, v):.2f}")
+            if aucs:
                 ax.text(
-                    0.97, 0.9, f"AUROC {auc:.2f}", transform=ax.transAxes, ha="right", fontsize=7
+                    0.97,
+                    0.95,
+                    "AUROC\n" + "\n".join(aucs),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=6,
                 )
             if i == 0:
                 ax.set_title(MEASURE_LABELS[measure], fontsize=9)
             if j == 0:
                 ax.set_ylabel(label(group), fontsize=9)
             ax.tick_params(labelsize=6)
-    axes[0, -1].legend(fontsize=7)
+    axes[0, 0].legend(fontsize=6, loc="upper left")
     return _save(fig, out, "ood_histograms")
+
+
+def ood_examples(
+    files: list[Path], data_manifest: Path | None, out: Path, n: int = 8
+) -> list[Path]:
+    """What the ensemble makes of each OOD set. Top: the share of images per predicted class
+    (ID test for reference) and, in the legend, the mean confidence. Below, per OOD set: its
+    first ``n`` images (from the prepared data, when they are in-memory images) titled with the
+    ensemble's top class and confidence."""
+    ens = load_file(str(_representatives(files)["ensemble"]))
+    sets = ["test", *_ood_sets(ens)]
+    manifest = None
+    if data_manifest is not None:
+        from pipeline.tasks.image.data import load_manifest, load_split
+
+        manifest = load_manifest(data_manifest.parent)
+    k = int(ens["test.probs"].shape[1])
+    names = (manifest or {}).get("class_names") or [str(c) for c in range(k)]
+    ood = sets[1:]
+    fig = plt.figure(figsize=(max(8.0, 1.1 * n), 3.2 + 1.25 * len(ood)))
+    grid = fig.add_gridspec(1 + len(ood), n, height_ratios=[2.6] + [1.0] * len(ood))
+    ax = fig.add_subplot(grid[0, :])
+    width = 0.8 / len(sets)
+    for i, split in enumerate(sets):
+        pred = ens[f"{split}.pred"]
+        share = np.bincount(pred, minlength=k)[:k] / len(pred)
+        conf = float(np.mean(-ens[f"{split}.neg_confidence"]))
+        name = "ID test" if split == "test" else split.removeprefix("ood_")
+        ax.bar(
+            np.arange(k) + (i - (len(sets) - 1) / 2) * width,
+            share,
+            width,
+            label=f"{name} (mean confidence {conf:.2f})",
+        )
+    ax.set_xticks(np.arange(k), names if k <= 20 else None, fontsize=7, rotation=20)
+    ax.set(ylabel="share of images", title="the ensemble's top class on each set")
+    ax.legend(fontsize=7)
+    for row, split in enumerate(ood, start=1):
+        images = None
+        if manifest is not None and split in manifest["splits"]:
+            x = load_split(data_manifest.parent, split).get("images")
+            if hasattr(x, "ndim") and x.ndim == 3:
+                images = x[:n].numpy()
+        for j in range(n):
+            a = fig.add_subplot(grid[row, j])
+            a.set_xticks([])
+            a.set_yticks([])
+            if images is None or j >= len(images):
+                a.axis("off")
+                continue
+            a.imshow(images[j], cmap="gray", vmin=0, vmax=255)
+            c = int(ens[f"{split}.pred"][j])
+            a.set_title(f"{names[c]} {-float(ens[f'{split}.neg_confidence'][j]):.2f}", fontsize=6.5)
+            if j == 0:
+                a.set_ylabel(split.removeprefix("ood_"), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "ood_examples")
 
 
 def reliability(files: list[Path], out: Path, bins: int = Mx.ECE_BINS) -> list[Path]:
@@ -460,6 +565,7 @@ def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
     makers = {
         "rejection_curves": lambda: rejection_curves(args.per_example, out),
         "ood_histograms": lambda: ood_histograms(args.per_example, out),
+        "ood_examples": lambda: ood_examples(args.per_example, args.data_manifest, out),
         "reliability": lambda: reliability(args.per_example, out, args.ece_bins),
         "shift": lambda: shift(args.tidy, out),
         "training_curves": lambda: training_curves(args.histories, out),
@@ -480,6 +586,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--per-example", nargs="*", type=Path, default=[], help="evaluation arrays")
     ap.add_argument("--tidy", type=Path, default=None, help="tables/metrics_tidy.csv")
+    ap.add_argument(
+        "--data-manifest", type=Path, default=None, help="data/manifest.json (OOD images)"
+    )
     ap.add_argument("--histories", nargs="*", type=Path, default=[], help="students' history.csv")
     ap.add_argument("--shares", type=Path, default=None, help="gradient_analysis/head_share.csv")
     ap.add_argument("--profile", type=Path, default=None, help="gradient_analysis/rank_profile.csv")

@@ -22,12 +22,13 @@ def gradient(tmp_path_factory):
 
 def _args(**kw):
     base = dict(per_example=[], tidy=None, histories=[], shares=None, profile=None, sweep=None)
+    base.update(data_manifest=None)
     base.update(curves=[], token_profile=None, token_gate=None)
     base.update(ece_bins=10, ood_set="permuted", measure="knowledge")
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_image_figures_from_explicit_files(evaluated, gradient, tmp_path):
+def test_image_figures_from_explicit_files(evaluated, prepared, gradient, tmp_path):
     d, _ = evaluated
     files = sorted(d.glob("*/per_example.safetensors"))
     tables = tmp_path / "tables"
@@ -39,12 +40,19 @@ def test_image_figures_from_explicit_files(evaluated, gradient, tmp_path):
         histories=hist,
         shares=gradient / "head_share.csv",
         profile=gradient / "rank_profile.csv",
+        data_manifest=prepared / "manifest.json",
     )
     paths = F.draw("image", tmp_path / "fig", args)
     assert sorted(p.stem for p in paths if p.suffix == ".png") == sorted(spec("image").figures)
     assert all(p.stat().st_size > 1000 for p in paths)
     reps = F._representatives(files[:2])  # only what it is given is drawn
     assert set(reps) == {F.parse_system(f.parent.name)[0] for f in files[:2]}
+
+
+def test_failed_systems_are_marked_relative_to_the_ensemble():
+    base = {"ensemble": 0.08, "end": 0.09, "pd_fkl": 0.63, "member": 0.1}
+    assert F._failed(base) == {"pd_fkl"}
+    assert F._failed({"end": 0.1, "end2": 0.12}) == set()  # no ensemble: the median
 
 
 def fake_curves(tmp_path):

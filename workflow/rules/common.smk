@@ -196,6 +196,7 @@ def table(name):
 FIGURE_INPUTS = {
     "rejection_curves": ["per_example"],
     "ood_histograms": ["per_example"],
+    "ood_examples": ["per_example", "data_manifest"],
     "reliability": ["per_example"],
     "shift": ["tidy"],
     "training_curves": ["histories"],
@@ -212,6 +213,7 @@ def figure_inputs():
     files = {
         "per_example": runs(f"{RUN}/eval/{{system}}/{SPEC.arrays}", system=SYSTEMS),
         "tidy": f"{R}/tables/metrics_tidy.csv",
+        "data_manifest": f"{R}/data/manifest.json",
         "histories": student_histories(),
         "shares": f"{R}/gradient_analysis/head_share.csv",
         "profile": f"{R}/gradient_analysis/rank_profile.csv",
