@@ -144,16 +144,15 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
             ax = axes[i, j]
             s_in = a[f"test.{measure}"]
             s_out = {o: a[f"{o}.{measure}"] for o in ood}
-            if np.ptp(np.concatenate([s_in, *s_out.values()])) == 0:
-                ax.text(
-                    0.5,
-                    0.5,
-                    "not defined\n(categorical output)",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                    fontsize=8,
+            every = np.concatenate([s_in, *s_out.values()]).astype(np.float64)
+            if np.ptp(every) <= 1e-6 * max(1.0, float(np.abs(every).max())):
+                categorical = group in METHODS and not METHODS[group].dirichlet
+                text = (
+                    "not defined\n(categorical output)"
+                    if categorical
+                    else f"constant: {float(every.mean()):.4g}\non every image"
                 )
+                ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, size=8)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
@@ -163,6 +162,7 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
             lo, hi = float(both.min()), float(both.max())
             bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
             ax.hist(s_in, bins=bins, alpha=0.5, density=True, label="ID test")
+            ax.set_yscale("log")  # the ID scores pile up near 0: a log axis shows both sets
             aucs = []
             for o, v in s_out.items():
                 name = o.removeprefix("ood_")
@@ -272,8 +272,13 @@ def reliability(files: list[Path], out: Path, bins: int = Mx.ECE_BINS) -> list[P
 
 
 def shift(tidy_csv: Path, out: Path) -> list[Path]:
-    t = read_tidy(tidy_csv)
-    t = t[(t["split"] == "shift") & (t["corruption"] == "all")]
+    """Accuracy and ECE against corruption severity, mean ± std over seeds; a failed system
+    (test error above :data:`FAILED_ERROR_RATIO` times the ensemble's) is drawn dotted and
+    labelled so."""
+    tidy = read_tidy(tidy_csv)
+    test = tidy[(tidy["split"] == "test") & (tidy["metric"] == "accuracy")]
+    failed = _failed((1 - test.groupby("group")["value"].mean()).to_dict())
+    t = tidy[(tidy["split"] == "shift") & (tidy["corruption"] == "all")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric in zip(axes, ["accuracy", "ece"], strict=True):
         d = t[t["metric"] == metric]
@@ -285,8 +290,9 @@ def shift(tidy_csv: Path, out: Path) -> list[Path]:
                 yerr=g["std"].fillna(0),
                 marker="o",
                 capsize=2,
+                ls=":" if group in failed else "-",
                 color=color(group),
-                label=label(group),
+                label=label(group) + (" (failed)" if group in failed else ""),
             )
         ax.set(xlabel="corruption severity", ylabel=metric, title=f"{metric} under shift")
     axes[1].legend(fontsize=7)
