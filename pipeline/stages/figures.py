@@ -161,12 +161,12 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
             both = np.concatenate([s_in, *s_out.values()])
             lo, hi = float(both.min()), float(both.max())
             bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
-            ax.hist(s_in, bins=bins, alpha=0.5, density=True, label="ID test")
+            ax.hist(s_in, bins=bins, alpha=0.35, density=True, color="gray", label="ID test")
             ax.set_yscale("log")  # the ID scores pile up near 0: a log axis shows both sets
             aucs = []
             for o, v in s_out.items():
                 name = o.removeprefix("ood_")
-                ax.hist(v, bins=bins, alpha=0.45, density=True, label=name)
+                ax.hist(v, bins=bins, density=True, histtype="step", lw=1.2, label=name)
                 aucs.append(f"{name} {Mx.ood_auroc(s_in, v):.2f}")
             if aucs:
                 ax.text(
