@@ -158,8 +158,7 @@ def ood_histograms(files: list[Path], out: Path) -> list[Path]:
                 if j == 0:
                     ax.set_ylabel(label(group), fontsize=9)
                 continue
-            both = np.concatenate([s_in, *s_out.values()])
-            lo, hi = float(both.min()), float(both.max())
+            lo, hi = float(every.min()), float(every.max())
             bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
             ax.hist(s_in, bins=bins, alpha=0.35, density=True, color="gray", label="ID test")
             ax.set_yscale("log")  # the ID scores pile up near 0: a log axis shows both sets

@@ -147,8 +147,12 @@ def evaluate_system(
 
     arrays: dict[str, torch.Tensor] = {}
     labels = {}
+    shift_split = None
     for s in splits:
-        y = D.load_split(data_dir, s)["labels"].numpy()
+        loaded = D.load_split(data_dir, s)
+        if s == "shift":
+            shift_split = loaded  # its corruption and severity columns are used below
+        y = loaded["labels"].numpy()
         if masks[s] is not None:  # labels index the masked (renormalised) classes
             y = np.searchsorted(np.asarray(masks[s]), y)
         labels[s] = y
@@ -187,7 +191,7 @@ def evaluate_system(
                 add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
                 add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
     # diversity: mean RMI of every system, members' pairwise disagreement for the ensemble
-    severity = D.load_split(data_dir, "shift")["severity"].numpy() if "shift" in splits else None
+    severity = shift_split["severity"].numpy() if shift_split is not None else None
     for split in splits:
         if split != "test" and not split.startswith(("ood_", "shift")):
             continue
@@ -207,9 +211,8 @@ def evaluate_system(
                     severity=sev_,
                 )
     # shifted sets: per corruption and severity, and per severity over all corruptions
-    if "shift" in splits:
-        sd = D.load_split(data_dir, "shift")
-        corr, sev = sd["corruption"].numpy(), sd["severity"].numpy()
+    if shift_split is not None:
+        corr, sev = shift_split["corruption"].numpy(), severity
         p, y = preds["shift"]["probs"].numpy(), labels["shift"]
         names = data_manifest["corruptions"]
         for s in np.unique(sev):
