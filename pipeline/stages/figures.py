@@ -335,7 +335,7 @@ def knowledge_scatter(files: list[Path], out: Path) -> list[Path]:
     fig, axes = plt.subplots(
         1, max(1, len(students)), figsize=(3.6 * max(1, len(students)), 3.4), squeeze=False
     )
-    splits = ["test"] + sorted({k.split(".")[0] for k in ens if k.startswith("ood_")})
+    splits = ["test", *_ood_sets(ens)]
     for ax, group in zip(axes[0], students, strict=False):
         a = load_file(str(reps[group]))
         for split in splits:
