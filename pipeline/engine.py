@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline import distributed as D
 from pipeline.io import atomic_path, atomic_torch_save, fingerprint, reported, save_model
 from pipeline.maths.values import gradient_only
 from pipeline.progress import JOB, Progress, job
@@ -130,12 +131,17 @@ class TrainingSet:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given."""
+    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given. In
+    a data-parallel job (:mod:`pipeline.distributed`), ``cuda`` is this rank's GPU."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    world = D.world()
+    if dev.type == "cuda" and dev.index is None and world.size > 1:
+        dev = torch.device("cuda", world.local_rank)
     return dev
 
 
@@ -218,6 +224,12 @@ def fit(
     ``eval_fn(model, epoch)`` returns validation metrics.
     Returns the per-epoch history (also kept in the checkpoint).
 
+    Data-parallel (more than one rank, :mod:`pipeline.distributed`): ``batch_size`` is the
+    global batch; every rank takes its share of each global batch, the loss is weighted by the
+    rank's share of the batch's loss rows (examples, tokens) so that DDP's gradient average is
+    the global batch mean's gradient, and rank 0 alone validates, records the curve and writes
+    the checkpoint; the history's ``train_loss`` and ``train_samples`` are global.
+
     Learning curve: with ``curve_fn`` and ``cfg["curve_every"]`` = N, ``curve_fn(model)`` (eval
     mode, no grad) is recorded before the first step, after every N-th step and after the last
     step of each epoch, as ``{"step", "epoch", "samples", **metrics}`` rows appended to
@@ -245,6 +257,8 @@ def fit(
             log(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
         else:
             log(f"ignoring stale checkpoint {ckpt_path} (config, code, data or seed changed)")
+    world = D.world()
+    net = D.data_parallel(model, device)  # ``model`` itself for one process
     stop_after = os.environ.get(STOP_AFTER_ENV)
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
@@ -254,8 +268,10 @@ def fit(
     samples = int(points[-1]["samples"]) if points else 0
 
     def point(epoch: int, global_step: int) -> None:
+        if not world.main:  # rank 0 records the curve
+            return
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), D.alone():
             row = {"step": global_step, "epoch": epoch, "samples": samples, **curve_fn(model)}
         model.train()
         points.append(row)
@@ -271,8 +287,8 @@ def fit(
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-            torch.manual_seed(_epoch_seed(seed, epoch) + 1)
-            model.train()
+            torch.manual_seed(_epoch_seed(seed, epoch) + 1 + D.seed_offset())
+            net.train()
             if feed.batcher is None:
                 perm = torch.randperm(n, generator=g)
                 batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
@@ -280,7 +296,7 @@ def fit(
                 batches = feed.batcher(n, bs, g)
                 if len(batches) != steps:
                     raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
-            total, count = 0.0, 0
+            total, count, rows_done = 0.0, 0, 0
             progress = Progress(
                 n,
                 f"{JOB.name} epoch {epoch + 1}/{epochs}",
@@ -293,15 +309,22 @@ def fit(
                 },
             )
             valued, value, next_board = 0, None, board_every - 1
-            for step, (idx, x) in enumerate(feed.stream(batches, g, _epoch_seed(seed, epoch))):
+            shares = [D.shard(b) for b in batches]  # each rank's part of every global batch
+            for step, (idx, x) in enumerate(feed.stream(shares, g, _epoch_seed(seed, epoch))):
+                D.kill_hook(epoch, step)
                 x = x.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)
+                    logits = net(x)
                 want_value = step % value_every == 0 or step == steps - 1
                 with gradient_only(not want_value) as record:
                     loss = loss_fn(logits.float(), idx, epoch + step / steps)
-                placeholder = record.placeholders > 0
-                check = float(loss.detach())  # a placeholder is NaN iff the gradient is not finite
+                rows = logits.shape[0]
+                # a placeholder is NaN iff the gradient is not finite
+                all_rows, check, placeholder = D.global_step_stats(
+                    rows, float(loss.detach()), record.placeholders > 0
+                )
+                if world.size > 1:  # DDP averages over ranks: weight by this rank's row share
+                    loss = loss * (rows * world.size / all_rows)
                 if not math.isfinite(check):
                     what = "the training loss gradient" if placeholder else "the training loss"
                     raise Diverged(f"{what} is {check}", epoch, step, steps)
@@ -313,8 +336,9 @@ def fit(
                         raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
                 opt.step()
                 sched.step()
-                count += len(idx)
-                samples += len(idx)
+                count += len(batches[step])
+                samples += len(batches[step])
+                rows_done += all_rows
                 done = epoch * steps + step + 1
                 if curve_every and (done % curve_every == 0 or step == steps - 1):
                     point(epoch + 1, done)
@@ -322,15 +346,16 @@ def fit(
                     value = check
                     total += value * len(idx)
                     valued += len(idx)
-                progress.update(len(idx), value)
+                progress.update(len(batches[step]), value)
                 if board is not None and not placeholder and step >= next_board:
                     board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
                     next_board = step + board_every
             row = {"epoch": epoch + 1, "train_loss": total / valued, "lr": sched.get_last_lr()[0]}
             row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
-            if eval_fn is not None:
+            row["train_samples"] = rows_done  # loss rows: images, target tokens
+            if eval_fn is not None and world.main:
                 model.eval()
-                with torch.no_grad():
+                with torch.no_grad(), D.alone():
                     row.update(eval_fn(model, epoch))
             dt = time.perf_counter() - t0
             row.update({"seconds": dt, "examples_per_s": count / dt})
@@ -346,23 +371,25 @@ def fit(
                     if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
                         board.add_scalar(f"epoch/{key}", value, (epoch + 1) * steps)
                 board.flush()
-            atomic_torch_save(
-                {
-                    "fingerprint": fp,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "curve": points,
-                },
-                ckpt_path,
-            )
+            if world.main:
+                atomic_torch_save(
+                    {
+                        "fingerprint": fp,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "history": history,
+                        "curve": points,
+                    },
+                    ckpt_path,
+                )
             if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
                 raise Interrupted(
                     f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})"
                 )
     finally:
+        D.unwrap(net)
         if board is not None:
             board.close()
     if curve is not None:
@@ -428,6 +455,8 @@ def fit_and_save(
         curve_fn=curve_fn,
         curve=points,
     )
+    if not D.world().main:  # rank 0 writes the job's artifacts
+        return history
     meta = {**meta, "seed": seed, "config": cfg, "code_sha256": fp_inputs.get("code")}
     save_model(model.cpu(), out, {**meta, "history": history})
     write_history(history, Path(out).with_name("history.csv"))
@@ -439,18 +468,6 @@ def fit_and_save(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class SampleCounter:
-    """Counts the training samples (images, target tokens) of an epoch: history column
-    ``train_samples``."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def take(self) -> int:
-        n, self.n = self.n, 0
-        return n
 
 
 def training_cli(description: str, stage: str, run, extra_args=None) -> None:
@@ -473,6 +490,8 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
         extra_args(ap)
     args = ap.parse_args()
     set_threads(args.threads)
+    device = D.init(select_device(args.device))  # joins the job's ranks, if it has several
+    main = D.world().main  # rank 0 alone logs and writes the records
     cfg = {**json.loads(args.config_json), "device": args.device}
     name = " ".join(
         [stage, *([cfg["method"]] if "method" in cfg else []), f"seed={args.seed}"]
@@ -481,11 +500,12 @@ def training_cli(description: str, stage: str, run, extra_args=None) -> None:
     try:
         with (
             reported(),
-            job(name, args.progress, args.tensorboard),
-            ResourceRecord(args.resources_json, stage, select_device(args.device)) as rec,
+            job(name, *((args.progress, args.tensorboard) if main else (None, None))),
+            ResourceRecord(args.resources_json if main else None, stage, device) as rec,
         ):
-            history = run(args, cfg, lambda s: print(s, flush=True))
+            history = run(args, cfg, D.main_only(lambda s: print(s, flush=True)))
             rec.samples = int(sum(h.get("train_samples", 0) for h in history))
+        D.close()
     except Interrupted as err:
         print(err, flush=True)
         sys.exit(3)

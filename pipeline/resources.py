@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import distributed as D
 from pipeline.io import atomic_write_text
 
 
@@ -52,6 +53,7 @@ class ResourceRecord:
             "device": str(self.device),
             "device_name": device_name(self.device),
             "threads": torch.get_num_threads(),
+            "processes": D.world().size,  # data-parallel ranks (this record is rank 0's)
             "peak_gpu_mem_mb": peak_gpu,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "samples": self.samples,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pipeline import methods
-from pipeline.engine import SampleCounter, count_parameters, fit_and_save, training_cli
+from pipeline.engine import count_parameters, fit_and_save, training_cli
 from pipeline.imports import code_fingerprint
 from pipeline.io import ArtifactError, read_json
 from pipeline.stages.train import seeded_model, start
@@ -64,14 +64,12 @@ def distill(
         if not hasattr(teacher, "curve"):
             raise ValueError(f"curve_every: the {task} task's teacher records no learning curve")
         curve_fn = teacher.curve
-    counter = SampleCounter()
 
     def loss_fn(logits, idx, progress):
-        counter.n += logits.shape[0]
         return methods.loss(method, options, logits, teacher.stats(idx, progress))
 
     def eval_fn(model, epoch):
-        return {"train_samples": counter.take(), **teacher.validate(model, epoch)}
+        return teacher.validate(model, epoch)
 
     meta = {
         "role": "student",

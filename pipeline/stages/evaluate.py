@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from pipeline import distributed as D
 from pipeline import methods, tasks
 from pipeline.engine import select_device, set_threads
 from pipeline.io import ArtifactError, atomic_save, atomic_write_text, read_json, reported
@@ -72,9 +73,10 @@ def evaluate(
         {"system": system, "group": group, "seed": seed_value, **keys}.items()
     ):
         table.insert(i, name, value)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(arrays, out_dir / spec.arrays)
-    atomic_write_text(table.to_csv(index=False), out_dir / "metrics.csv")
+    if D.world().main:  # rank 0 writes a data-parallel job's results
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save(arrays, out_dir / spec.arrays)
+        atomic_write_text(table.to_csv(index=False), out_dir / "metrics.csv")
     # examples (sequences) scored, for the resource record
     table.attrs["samples"] = sum(v.shape[0] for k, v in arrays.items() if k.endswith(".total"))
     return table
@@ -96,12 +98,16 @@ def main() -> None:
     add_progress_arguments(ap)
     args = ap.parse_args()
     set_threads(args.threads)
-    device = select_device(args.device)
+    device = D.init(select_device(args.device))  # joins the job's ranks, if it has several
+    main = D.world().main
+    if not (main or tasks.spec(args.task).shared_prediction):
+        D.close()  # this task is evaluated by rank 0 alone
+        return
     name = f"evaluate {args.system}" + (f" V={args.num_classes}" if args.num_classes else "")
     with (
         reported(),
-        job(name, args.progress),
-        ResourceRecord(args.resources_json, "evaluate", device) as rec,
+        job(name, args.progress if main else None),
+        ResourceRecord(args.resources_json if main else None, "evaluate", device) as rec,
     ):
         table = evaluate(
             args.task,
@@ -115,7 +121,9 @@ def main() -> None:
             device,
         )
         rec.samples = table.attrs["samples"]
-    print(table.to_string(index=False))
+    D.close()
+    if main:
+        print(table.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline import distributed as D
 from pipeline import tasks
 from pipeline.engine import select_device, set_threads
 from pipeline.io import reported
@@ -40,12 +41,16 @@ def main() -> None:
     set_threads(args.threads)
     cfg = {**json.loads(args.config_json), "device": args.device}
     impl = tasks.load(args.task)
-    device = select_device(args.device)
+    device = D.init(select_device(args.device))  # joins the job's ranks, if it has several
+    main = D.world().main
+    if not (main or tasks.spec(args.task).shared_prediction):
+        D.close()  # this task's artifact is built by rank 0 alone
+        return
     name = "cache_teacher" + (f" V={args.num_classes}" if args.num_classes else "")
     with (
         reported(),
-        job(name, args.progress),
-        ResourceRecord(args.resources_json, "cache_teacher", device) as rec,
+        job(name, args.progress if main else None),
+        ResourceRecord(args.resources_json if main else None, "cache_teacher", device) as rec,
     ):
         _, rec.samples = impl.build_teacher(
             args.data,
@@ -54,8 +59,9 @@ def main() -> None:
             args.out,
             cfg,
             args.num_classes,
-            log=lambda s: print(s, flush=True),
+            log=D.main_only(lambda s: print(s, flush=True)),
         )
+    D.close()
 
 
 if __name__ == "__main__":

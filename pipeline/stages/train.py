@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from pipeline import tasks
 from pipeline.engine import (
-    SampleCounter,
     count_parameters,
     fit_and_save,
     select_device,
@@ -56,16 +55,13 @@ def train_member(
     impl, device, ts = start(task, data_dir, cfg, num_classes)
     model = seeded_model(impl, cfg, ts, seed)
     log(f"member seed={seed} {ts.about} params={count_parameters(model)} device={device}")
-    counter = SampleCounter()
     smoothing = float(cfg.get("label_smoothing", 0.0))
 
     def loss_fn(logits, idx, epoch):
-        y = ts.targets(idx)
-        counter.n += len(y)
-        return F.cross_entropy(logits, y, label_smoothing=smoothing)
+        return F.cross_entropy(logits, ts.targets(idx), label_smoothing=smoothing)
 
     def eval_fn(model, epoch):
-        return {"train_samples": counter.take(), **impl.validate(model, ts, device)}
+        return impl.validate(model, ts, device)
 
     meta = {"role": "member", "task": task, **ts.info, "data_sha256": ts.data_sha256}
     return fit_and_save(

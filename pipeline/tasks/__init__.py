@@ -93,6 +93,9 @@ class TaskSpec:
         figures: figures the figures stage draws.
         published: ``(table -> caption, figures, README marker, docs file)`` of the publish stage.
         curves: students record a learning curve (``curve.csv``, ``students.curve_every``).
+        shared_prediction: the teacher artifact and the evaluation split their work over the
+            ranks of a data-parallel job (:mod:`pipeline.distributed`); otherwise rank 0 does
+            it alone and the other ranks wait.
     """
 
     name: str
@@ -106,6 +109,7 @@ class TaskSpec:
     figures: tuple[str, ...]
     published: tuple[dict[str, str], tuple[str, ...], str, str] = field(repr=False)
     curves: bool = False
+    shared_prediction: bool = False
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -117,6 +121,7 @@ TASKS: dict[str, TaskSpec] = {
         data_splits=_image_splits,
         teacher_splits=_image_splits,
         arrays="per_example.safetensors",
+        shared_prediction=True,
         tables={
             name: ("csv", "md", "tex")
             for name in ("main", "prr", "ood", "shift", "shift_sets", "diversity")

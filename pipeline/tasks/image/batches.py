@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline import distributed as D
 from pipeline.engine import CPU, Feed
 from pipeline.progress import Progress
 
@@ -88,16 +89,18 @@ def predict_logits(
 ) -> torch.Tensor:
     """float32 logits ``[N, K]`` of ``model`` (eval mode) over uint8 ``images [N, ...]`` or a
     file-backed image set (decoded by ``workers`` DataLoader workers); ``progress`` counts the
-    images."""
+    images. In a data-parallel job the batches are dealt over the ranks and the logits gathered
+    on every rank, identical to one process's."""
     model.eval().to(device)
     n = images.shape[0]
     batches = [torch.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    mine = D.deal(batches)  # a data-parallel job splits the batches over its ranks
     out = []
-    for _, xb in iterate_batches(images, batches, workers=workers, pin=device.type == "cuda"):
+    for _, xb in iterate_batches(images, mine, workers=workers, pin=device.type == "cuda"):
         out.append(model(to_float(xb).to(device, non_blocking=True)).float().cpu())
         if progress is not None:
-            progress.update(len(xb))
-    return torch.cat(out)
+            progress.update(len(xb) * D.sharing())  # rank 0 counts for every rank
+    return torch.cat(D.gather_dealt(out, len(batches)))
 
 
 def predict_log_probs(

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import __version__, methods
+from pipeline import __version__, distributed, methods
 from pipeline.engine import select_device
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
@@ -152,6 +152,8 @@ def build_cache(
                 ],
                 dim=1,
             )  # [n, M, K] float32
+            if not distributed.world().main:  # the ranks shared the members' pass; rank 0 writes
+                continue
             _check_finite(lp.isfinite().all(-1).all(0), member_files, split)
             st = _stats_chunks(lp)
             tensors = {
@@ -167,13 +169,16 @@ def build_cache(
             entry["files"].append(name)
             entry["sha256"].append(sha256_file(out_dir / name))
             entry["bytes"] += (out_dir / name).stat().st_size
+        if not distributed.world().main:
+            continue
         entry["file"] = entry["files"][0]
         manifest["splits"][split] = entry
         log(
             f"{split:10s} n={n:7d} {entry['bytes'] / 1e6:9.2f} MB in {len(entry['files'])} "
             f"file(s) (naive float32 [N,M,K]: {entry['naive_float32_bytes'] / 1e6:.2f} MB)"
         )
-    atomic_write_text(json.dumps(manifest, indent=2), out_dir / "manifest.json")
+    if distributed.world().main:
+        atomic_write_text(json.dumps(manifest, indent=2), out_dir / "manifest.json")
     return manifest
 
 
