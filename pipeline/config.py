@@ -97,6 +97,38 @@ def check_training(prefix: str, cfg: dict) -> None:
         )
 
 
+def check_parallel(config: dict) -> None:
+    """Data-parallel jobs (``resources.processes`` ranks per node on ``resources.nodes``
+    nodes): one rank per GPU, at least one example per rank in every global batch, and the
+    SLURM launch (``--ntasks-per-node`` > 1) for more than one node."""
+    res = config.get("resources") or {}
+    processes, nodes, gpu = (
+        int(res.get(k, d)) for k, d in (("processes", 1), ("nodes", 1), ("gpu", 0))
+    )
+    if gpu and processes != gpu:
+        raise ConfigError(
+            "resources.processes",
+            processes,
+            f"one process per GPU: set it to resources.gpu ({gpu}, the GPUs per node)",
+        )
+    if nodes > 1 and processes < 2:
+        raise ConfigError(
+            "resources.processes",
+            processes,
+            "at least 2 per node when resources.nodes > 1 (the SLURM profile starts the ranks "
+            "with --ntasks-per-node, which must be > 1)",
+        )
+    world = processes * nodes
+    for prefix, cfg in training_slices(config):
+        if int(cfg.get("batch_size", world)) < world:
+            raise ConfigError(
+                f"{prefix}.batch_size",
+                cfg["batch_size"],
+                f"at least the number of processes ({world}): batch_size is the global batch, "
+                "split over the ranks",
+            )
+
+
 def check(config: dict, task: str) -> None:
     """Everything the schema does not say; raises :class:`ConfigError` on the first problem."""
     results = config.get("results")
@@ -110,6 +142,7 @@ def check(config: dict, task: str) -> None:
     check_keys(config)
     for prefix, cfg in training_slices(config):
         check_training(prefix, cfg)
+    check_parallel(config)
     for method, options in config["students"]["methods"].items():
         try:
             methods.variant(method, options or {})

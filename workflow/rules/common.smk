@@ -26,7 +26,10 @@ DEVICE = config["device"]
 _RES = config.get("resources", {})
 MEM_MB = int(_RES.get("mem_mb", 4000))
 RUNTIME = int(_RES.get("runtime", 60))
-GPU = int(_RES.get("gpu", 0))
+GPU = int(_RES.get("gpu", 0))  # per node
+PROCESSES = int(_RES.get("processes", 1))  # data-parallel ranks per node (pipeline.launch)
+NODES = int(_RES.get("nodes", 1))
+WORLD = PROCESSES * NODES
 REPO = Path(workflow.basedir)
 
 MEMBER_SEEDS = [int(s) for s in config["ensemble"]["seeds"]]
@@ -50,6 +53,39 @@ if "figure" in config and config["figure"]["ood_set"] not in config["ood"]["sets
     )
 DATA_SPLITS = SPEC.data_splits(config)
 TEACHER_SPLITS = SPEC.teacher_splits(config)
+
+
+def launch(parallel=True):
+    """How a training/caching/evaluation job starts its stage module: `python -m` for one
+    process, else through pipeline.launch (torchrun on one node, srun in a SLURM allocation)."""
+    if WORLD == 1 or not parallel:
+        return "python -m"
+    return f"python -m pipeline.launch --processes {PROCESSES} --nodes {NODES} --"
+
+
+def _ranks_here(parallel):
+    return PROCESSES if WORLD > 1 and parallel else 1
+
+
+def job_threads(parallel=True, per_process=THREADS):
+    """Cores a job takes on a node: `per_process` threads for each of its processes."""
+    return per_process * _ranks_here(parallel)
+
+
+def per_process(parallel=True):
+    """A params function: the threads each process of the job runs (`--threads`), its cores
+    (as Snakemake grants them) over its processes on the node."""
+    return lambda wildcards, threads: max(1, threads // _ranks_here(parallel))
+
+
+def job_resources(parallel=True):
+    """Resources of a training/caching/evaluation job. A data-parallel one asks SLURM for
+    PROCESSES tasks per node on NODES nodes (the plugin's MPI-style job: the stage is started
+    by srun inside it, pipeline.launch) with `threads` CPUs each; gpu is the job's total."""
+    res = {"mem_mb": MEM_MB, "runtime": RUNTIME, "gpu": GPU * NODES}
+    if WORLD > 1 and parallel:
+        res.update(mpi="srun", tasks_per_node=PROCESSES, nodes=NODES, cpus_per_task=THREADS)
+    return res
 
 
 def code(stage):

@@ -18,6 +18,8 @@ rule distill:
         res=f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.resources.json",
         **({"curve": f"{RUN}/students/{{method}}/seed{{seed}}/curve.csv"} if SPEC.curves else {}),
     params:
+        launch=launch(),
+        per_process=per_process(),
         progress=progress_record(STUDENT_LOG),
         tensorboard=fill(f"{RUN}/tensorboard/students/{{method}}/seed{{seed}}"),
         task=TASK,
@@ -32,15 +34,13 @@ rule distill:
         STUDENT_LOG,
     benchmark:
         f"{RUN}/benchmarks/distill/{{method}}/seed{{seed}}.tsv"
-    threads: THREADS
+    threads: job_threads()
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
-        gpu=GPU,
+        **job_resources(),
     shell:
-        "python -m pipeline.stages.distill --task {params.task} --data {params.data:q} {params.k}"
+        "{params.launch} pipeline.stages.distill --task {params.task} --data {params.data:q} {params.k}"
         " --teacher {params.teacher:q} --members {input.members:q} --seed {wildcards.seed}"
         " --config-json {params.cfg:q} --device {params.device} --out {output.model:q}"
-        " --ckpt {params.ckpt:q} --threads {threads}"
+        " --ckpt {params.ckpt:q} --threads {params.per_process}"
         " --resources-json {output.res:q} {params.lr}"
         " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"

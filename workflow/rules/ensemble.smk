@@ -13,6 +13,8 @@ rule train_member:
         history=f"{RUN}/members/seed{{seed}}/history.csv",
         res=f"{RUN}/benchmarks/train_member/seed{{seed}}.resources.json",
     params:
+        launch=launch(),
+        per_process=per_process(),
         progress=progress_record(MEMBER_LOG),
         tensorboard=fill(f"{RUN}/tensorboard/members/seed{{seed}}"),
         task=TASK,
@@ -25,14 +27,12 @@ rule train_member:
         MEMBER_LOG,
     benchmark:
         f"{RUN}/benchmarks/train_member/seed{{seed}}.tsv"
-    threads: THREADS
+    threads: job_threads()
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
-        gpu=GPU,
+        **job_resources(),
     shell:
-        "python -m pipeline.stages.train --task {params.task} --data {params.data:q} {params.k}"
+        "{params.launch} pipeline.stages.train --task {params.task} --data {params.data:q} {params.k}"
         " --seed {wildcards.seed} --config-json {params.cfg:q} --device {params.device}"
-        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {threads}"
+        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {params.per_process}"
         " --resources-json {output.res:q}"
         " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"

@@ -15,6 +15,8 @@ rule evaluate:
         arrays=f"{RUN}/eval/{{system}}/{SPEC.arrays}",
         res=f"{RUN}/benchmarks/evaluate/{{system}}.resources.json",
     params:
+        launch=launch(SPEC.shared_prediction),
+        per_process=per_process(SPEC.shared_prediction),
         progress=progress_record(EVAL_LOG),
         task=TASK,
         device=DEVICE,
@@ -30,14 +32,12 @@ rule evaluate:
         EVAL_LOG,
     benchmark:
         f"{RUN}/benchmarks/evaluate/{{system}}.tsv"
-    threads: THREADS
+    threads: job_threads(SPEC.shared_prediction)
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
-        gpu=GPU,
+        **job_resources(SPEC.shared_prediction),
     shell:
-        "python -m pipeline.stages.evaluate --task {params.task} --system {wildcards.system} {params.k}"
+        "{params.launch} pipeline.stages.evaluate --task {params.task} --system {wildcards.system} {params.k}"
         " --data {params.data:q} --teacher {params.teacher:q} {params.model} --out {params.out:q}"
-        " --config-json {params.cfg:q} --device {params.device} --threads {threads}"
+        " --config-json {params.cfg:q} --device {params.device} --threads {params.per_process}"
         " --resources-json {output.res:q}"
         " --progress {params.progress:q} > {log:q} 2>&1"

@@ -21,6 +21,8 @@ rule lr_trial:
         res=f"{R}/benchmarks/lr_trial/{{method}}/lr{{lr}}.resources.json",
         **({"curve": f"{LR_TRIAL}/curve.csv"} if SPEC.curves else {}),
     params:
+        launch=launch(),
+        per_process=per_process(),
         progress=progress_record(LR_TRIAL_LOG),
         tensorboard=fill(f"{R}/tensorboard/lr_trial/{{method}}/lr{{lr}}"),
         task=TASK,
@@ -35,16 +37,14 @@ rule lr_trial:
         LR_TRIAL_LOG,
     benchmark:
         f"{R}/benchmarks/lr_trial/{{method}}/lr{{lr}}.tsv"
-    threads: THREADS
+    threads: job_threads()
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
-        gpu=GPU,
+        **job_resources(),
     shell:
-        "python -m pipeline.stages.distill --task {params.task} --data {params.data:q}"
+        "{params.launch} pipeline.stages.distill --task {params.task} --data {params.data:q}"
         " --num-classes {params.vocab} --teacher {params.teacher:q} --members {input.members:q}"
         " --seed {params.seed} --config-json {params.cfg:q} --device {params.device}"
-        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {threads}"
+        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {params.per_process}"
         " --resources-json {output.res:q}"
         " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"
 

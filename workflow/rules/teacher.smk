@@ -13,6 +13,8 @@ rule cache_teacher:
         splits=teacher_files(),
         res=f"{RUN}/benchmarks/cache_teacher.resources.json",
     params:
+        launch=launch(SPEC.shared_prediction),
+        per_process=per_process(SPEC.shared_prediction),
         progress=progress_record(TEACHER_LOG),
         task=TASK,
         device=DEVICE,
@@ -25,14 +27,13 @@ rule cache_teacher:
         TEACHER_LOG,
     benchmark:
         f"{RUN}/benchmarks/cache_teacher.tsv"
-    threads: int(config.get("teacher", {}).get("threads", THREADS))  # one job the rest wait on
+    # one job the rest wait on: teacher.threads per process
+    threads: job_threads(SPEC.shared_prediction, int(config.get("teacher", {}).get("threads", THREADS)))
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
-        gpu=GPU,
+        **job_resources(SPEC.shared_prediction),
     shell:
-        "python -m pipeline.stages.teacher --task {params.task} --data {params.data:q} {params.k}"
+        "{params.launch} pipeline.stages.teacher --task {params.task} --data {params.data:q} {params.k}"
         " --members {input.members:q} --seeds {params.seeds} --out {params.out:q}"
-        " --config-json {params.cfg:q} --device {params.device} --threads {threads}"
+        " --config-json {params.cfg:q} --device {params.device} --threads {params.per_process}"
         " --resources-json {output.res:q}"
         " --progress {params.progress:q} > {log:q} 2>&1"
