@@ -1,11 +1,13 @@
 """End to end: the smoke config through Snakemake (subprocess), reruns, the figures target,
 config validation. About a minute on 2 cores."""
 
+import re
 import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.tables import read_tidy
 from pipeline.tasks import spec
@@ -153,3 +155,24 @@ def test_report_page_holds_figures_and_tables(smoke, tmp_path):
     assert page.stat().st_size > 100_000
     for name in ("gradient_analysis.png", "rejection_curves.png", "main.csv", "resources.csv"):
         assert name in html
+
+
+def test_data_parallel_jobs_are_launched_as_ranks(tmp_path):
+    """resources.processes: 2 starts every training, caching and evaluation job through the
+    launcher with one thread per rank, and asks SLURM for 2 tasks per node (the plugin's
+    MPI-style job); preparation and tables stay one process."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg.update(results=str(tmp_path / "results"), threads=1)
+    cfg["resources"] = {**cfg["resources"], "processes": 2}
+    r = snakemake("-n", "-p", "--configfile", write_config(cfg, tmp_path / "c.yaml"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    launcher = "python -m pipeline.launch --processes 2 --nodes 1 -- pipeline.stages."
+    shells = re.findall(r"^Shell command: (.*)$", r.stdout, re.M)
+    for stage in ("train", "teacher", "distill", "evaluate"):
+        ranked = [s for s in shells if s.startswith(launcher + stage + " ")]
+        assert ranked and all("--threads 1 " in s for s in ranked), stage
+    assert any(s.startswith("python -m pipeline.stages.prepare") for s in shells)
+    assert "mpi=srun, tasks_per_node=2, nodes=1, cpus_per_task=1" in r.stdout
+    cfg["resources"]["gpu"] = 1  # one rank per GPU
+    r = snakemake("-n", "--configfile", write_config(cfg, tmp_path / "bad.yaml"))
+    assert r.returncode != 0 and "one process per GPU" in r.stdout + r.stderr

@@ -1,0 +1,250 @@
+"""Data-parallel jobs on the CPU (gloo, 2 processes through ``pipeline.launch``/torchrun): a
+2-rank member and PD-EnD2 student match a 1-rank run with the same global batch, a killed rank's
+job resumes, and the teacher cache and the evaluation are byte-identical to one process's.
+
+The weight tolerance is stated for SGD: the 2-rank gradient is the 1-rank one up to the order of
+float32 sums (measured: 6e-7 relative after 20 steps). AdamW divides by the root of the second
+moment, which magnifies those roundings on parameters whose gradients are near zero (measured:
+1e-3 relative after 20 steps on the same data), so it is not the test's optimiser.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline import distributed as D
+from pipeline import launch
+from pipeline.config import ConfigError, check_parallel
+from pipeline.stages.distill import distill
+from pipeline.stages.train import train_member
+
+REPO = Path(__file__).resolve().parents[1]
+SGD = {
+    "model": {"name": "small_cnn", "width": 8},
+    "epochs": 3,
+    "batch_size": 50,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "device": "cpu",
+}
+PD = {"method": "pd_end2", "options": {"model_offset": 1.0, "target_offset": 1.0}}
+REL = 1e-5  # per tensor, relative to its largest entry
+
+
+def _launch(processes: int, stage: str, *args, env=None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.launch", "--processes", str(processes), "--"]
+    cmd += [f"pipeline.stages.{stage}", *map(str, args), "--device", "cpu", "--threads", "1"]
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env)
+
+
+def _cfg_json(cfg: dict) -> str:
+    return json.dumps({k: v for k, v in cfg.items() if k != "device"})
+
+
+def _close(a: Path, b: Path) -> float:
+    """The largest per-tensor difference of two weight files, relative to the tensor's scale."""
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert wa.keys() == wb.keys()
+    worst = 0.0
+    for k in wa:
+        diff = (wa[k].double() - wb[k].double()).abs().max()
+        worst = max(worst, float(diff / wa[k].double().abs().max().clamp(min=1e-12)))
+    return worst
+
+
+def _history(path: Path) -> list[dict]:
+    return json.loads(path.with_name("model.json").read_text())["history"]
+
+
+def _same_metrics(h1: list[dict], h2: list[dict]) -> None:
+    """Every validation metric equal to 4 significant digits (the log's precision), the global
+    sample count exact."""
+    for r1, r2 in zip(h1, h2, strict=True):
+        assert r1["train_samples"] == r2["train_samples"]
+        for k, v in r1.items():
+            if k.startswith("val_") or k == "train_loss":
+                assert f"{v:.4g}" == f"{r2[k]:.4g}", (k, v, r2[k])
+
+
+@pytest.fixture(scope="module")
+def two_rank_member(prepared, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ddp_member")
+    out = d / "two/model.safetensors"
+    run = _launch(
+        2,
+        "train",
+        "--task",
+        "image",
+        "--data",
+        prepared,
+        "--seed",
+        3,
+        "--config-json",
+        _cfg_json(SGD),
+        "--out",
+        out,
+        "--ckpt",
+        d / "two.pt",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_launch_command():
+    py = sys.executable
+    assert launch.command(1, 1, "m", ["-a"], {}) == [py, "-m", "m", "-a"]
+    torchrun = launch.command(2, 1, "m", ["-a"], {})
+    assert torchrun[1:] == ["--standalone", "--nproc-per-node=2", "-m", "m", "-a"]
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}
+    assert launch.command(2, 2, "m", [], slurm)[:2] == ["srun", "--kill-on-bad-exit=1"]
+    # a one-task SLURM job on one node still runs torchrun inside its allocation
+    assert "--standalone" in launch.command(2, 1, "m", [], {"SLURM_JOB_ID": "7"})
+    with pytest.raises(ValueError, match="2 nodes need a SLURM allocation of 4 tasks"):
+        launch.command(2, 2, "m", [], {})
+
+
+def test_parallel_config_checks():
+    base = {
+        "ensemble": {"seeds": [0], "batch_size": 64},
+        "students": {"batch_size": 64, "methods": {}},
+    }
+    check_parallel({**base, "resources": {"processes": 8, "gpu": 8, "nodes": 2}})
+    with pytest.raises(ConfigError, match="one process per GPU"):
+        check_parallel({**base, "resources": {"processes": 1, "gpu": 8}})
+    with pytest.raises(ConfigError, match="at least 2 per node"):
+        check_parallel({**base, "resources": {"processes": 1, "nodes": 2}})
+    small = {**base, "students": {"batch_size": 3, "methods": {}}}
+    with pytest.raises(ConfigError, match="students.batch_size.*at least the number of processes"):
+        check_parallel({**small, "resources": {"processes": 2, "nodes": 2}})
+
+
+def test_shard_refuses_a_batch_smaller_than_the_world(monkeypatch):
+    monkeypatch.setattr(D, "_WORLD", D.World(rank=1, size=2))
+    assert D.shard(torch.arange(5)).tolist() == [3, 4]
+    with pytest.raises(ValueError, match="1 example.*across 2 processes"):
+        D.shard(torch.arange(1))
+
+
+def test_two_ranks_train_a_member_like_one(prepared, two_rank_member, tmp_path):
+    one = tmp_path / "one/model.safetensors"
+    train_member("image", prepared, SGD, 3, one, tmp_path / "one.pt", log=lambda s: None)
+    assert _close(one, two_rank_member) < REL
+    _same_metrics(_history(one), _history(two_rank_member))
+    assert not (two_rank_member.parent.parent / "two.pt").exists()  # finished: no checkpoint
+
+
+def test_killed_rank_resumes_to_the_same_weights(prepared, two_rank_member, tmp_path):
+    args = [
+        "--task",
+        "image",
+        "--data",
+        prepared,
+        "--seed",
+        3,
+        "--config-json",
+        _cfg_json(SGD),
+        "--out",
+        tmp_path / "k/model.safetensors",
+        "--ckpt",
+        tmp_path / "k.pt",
+    ]
+    killed = _launch(2, "train", *args, env={D.KILL_AT_ENV: "1:2:3"})  # rank 1, epoch 2, step 3
+    assert killed.returncode != 0
+    assert "SIGKILL" in killed.stderr
+    assert not (tmp_path / "k/model.safetensors").exists()
+    assert torch.load(tmp_path / "k.pt", weights_only=True)["epoch"] == 1
+    rerun = _launch(2, "train", *args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from" in rerun.stdout and "after epoch 1/3" in rerun.stdout
+    a, b = load_file(str(two_rank_member)), load_file(str(tmp_path / "k/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the ranks' sums are deterministic
+
+
+def test_two_ranks_distil_pd_end2_like_one(prepared, members, cache, tmp_path):
+    cfg = {**SGD, **PD, "epochs": 2}
+    one = tmp_path / "one/model.safetensors"
+    distill("image", prepared, cache, members, cfg, 0, one, tmp_path / "one.pt", log=lambda s: None)
+    two = tmp_path / "two/model.safetensors"
+    run = _launch(
+        2,
+        "distill",
+        "--task",
+        "image",
+        "--data",
+        prepared,
+        "--teacher",
+        cache,
+        "--members",
+        *members,
+        "--seed",
+        0,
+        "--config-json",
+        _cfg_json(cfg),
+        "--out",
+        two,
+        "--ckpt",
+        tmp_path / "two.pt",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _close(one, two) < REL
+    _same_metrics(_history(one), _history(two))
+    # the evaluation of that student, split over 2 ranks, writes the same files as 1 rank
+    outs = []
+    for p in (1, 2):
+        outs.append(tmp_path / f"eval{p}")
+        ev = _launch(
+            p,
+            "evaluate",
+            "--task",
+            "image",
+            "--system",
+            "pd_end2-seed0",
+            "--data",
+            prepared,
+            "--teacher",
+            cache,
+            "--model",
+            two,
+            "--out",
+            outs[-1],
+        )
+        assert ev.returncode == 0, ev.stderr[-3000:]
+    for name in ("metrics.csv", "per_example.safetensors"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_two_rank_teacher_cache_is_byte_identical(prepared, members, tmp_path):
+    cfg = json.dumps({"dtype": "float16", "store_train_members": True, "batch_size": 64})
+    outs = []
+    for p in (1, 2):
+        outs.append(tmp_path / f"teacher{p}")
+        run = _launch(
+            p,
+            "teacher",
+            "--task",
+            "image",
+            "--data",
+            prepared,
+            "--members",
+            *members,
+            "--seeds",
+            0,
+            1,
+            2,
+            "--out",
+            outs[-1],
+            "--config-json",
+            cfg,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    names = sorted(f.name for f in outs[0].iterdir())
+    assert names == sorted(f.name for f in outs[1].iterdir()) and "train.safetensors" in names
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
