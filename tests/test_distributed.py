@@ -248,3 +248,54 @@ def test_two_rank_teacher_cache_is_byte_identical(prepared, members, tmp_path):
     assert names == sorted(f.name for f in outs[1].iterdir()) and "train.safetensors" in names
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_two_ranks_distil_a_token_student_like_one(tmp_path):
+    """The token task: loss rows are target tokens, which differ between the ranks' shares of a
+    batch; the weighting makes the update the global token mean's. The learning curve, recorded
+    by rank 0 alone, is the 1-rank curve."""
+    from pipeline.tasks.text import teacher as TT
+    from tests.conftest import TEXT_CFG, fake_corpus
+
+    data = fake_corpus(tmp_path / "data")
+    members = []
+    for seed in (0, 1):
+        p = tmp_path / f"m{seed}/model.safetensors"
+        train_member("text", data, TEXT_CFG, seed, p, tmp_path / f"m{seed}.pt", 20, log=print)
+        members.append(p)
+    TT.build_teacher(data, 20, members, tmp_path / "teacher")
+    cfg = {**TEXT_CFG, **PD, "optimizer": "sgd", "lr": 0.2, "curve_every": 3, "val_size": 12}
+    one = tmp_path / "one/model.safetensors"
+    distill("text", data, tmp_path / "teacher", members, cfg, 0, one, tmp_path / "one.pt", 20)
+    two = tmp_path / "two/model.safetensors"
+    run = _launch(
+        2,
+        "distill",
+        "--task",
+        "text",
+        "--data",
+        data,
+        "--num-classes",
+        20,
+        "--teacher",
+        tmp_path / "teacher",
+        "--members",
+        *members,
+        "--seed",
+        0,
+        "--config-json",
+        _cfg_json(cfg),
+        "--out",
+        two,
+        "--ckpt",
+        tmp_path / "two.pt",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _close(one, two) < REL
+    _same_metrics(_history(one), _history(two))
+    c1, c2 = (p.with_name("curve.csv").read_text().splitlines() for p in (one, two))
+    assert len(c1) == len(c2) > 3
+    for r1, r2 in zip(c1[1:], c2[1:], strict=True):
+        assert [f"{float(v):.4g}" for v in r1.split(",")] == [
+            f"{float(v):.4g}" for v in r2.split(",")
+        ]
