@@ -145,7 +145,7 @@ def global_step_stats(rows: int, value: float, placeholder: bool) -> tuple[int, 
 def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` wrapped for data-parallel training (one process: ``model`` itself). Batch norm
     is synchronised over the ranks (global batch statistics, as one process computes them):
-    ``nn.SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm` on the CPU, where the former does
+    ``nn.SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm2d` (1d) on the CPU, where the former does
     not run. The wrapped model shares ``model``'s parameters and state-dict keys."""
     if _WORLD.size == 1:
         return model
@@ -156,7 +156,8 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
             if type(m) in _CPU_SYNC:
                 m.__class__ = _CPU_SYNC[type(m)]
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # synchronised batch norm keeps the ranks' buffers equal: no per-step broadcast of them
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -187,20 +188,25 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 class _CPUSyncMixin:
-    """Batch norm whose training statistics are those of the global batch: per-channel sums
-    and squared deviations are all-reduced (differentiably) over the ranks. Evaluation mode is
-    plain batch norm with the running statistics."""
+    """Batch norm whose training statistics are those of the global batch: per-channel count,
+    sum and sum of squares are all-reduced over the ranks in one differentiable collective (the
+    sums in float64, so the variance E[x^2] - E[x]^2 does not cancel). Evaluation mode is plain
+    batch norm with the running statistics."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not dist.is_initialized():
             return super().forward(x)
-        all_reduce = _AllReduceSum.apply
         dims = [0, *range(2, x.ndim)]
         shape = [1, -1] + [1] * (x.ndim - 2)
-        count = all_reduce(x.new_tensor([x.numel() / x.shape[1]]))
-        mean = all_reduce(x.sum(dims)) / count
-        centred = x - mean.reshape(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        c = x.shape[1]
+        wide = x.double()
+        local = torch.cat(
+            [wide.sum(dims), (wide * wide).sum(dims), wide.new_tensor([x.numel() / c])]
+        )
+        total = _AllReduceSum.apply(local)
+        count = total[-1]
+        mean = total[:c] / count
+        var = (total[c : 2 * c] / count - mean * mean).clamp(min=0)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -209,10 +215,12 @@ class _CPUSyncMixin:
                     if self.momentum is not None
                     else 1.0 / float(self.num_batches_tracked)
                 )
-                unbiased = var.detach() * count / (count - 1).clamp(min=1)
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * unbiased)
-        y = centred * torch.rsqrt(var + self.eps).reshape(shape)
+                unbiased = var * count / (count - 1).clamp(min=1)
+                self.running_mean.mul_(1 - m).add_(m * mean.to(x.dtype))
+                self.running_var.mul_(1 - m).add_(m * unbiased.to(x.dtype))
+        y = (x - mean.to(x.dtype).reshape(shape)) * torch.rsqrt(var + self.eps).to(x.dtype).reshape(
+            shape
+        )
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
         return y
