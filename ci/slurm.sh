@@ -8,7 +8,7 @@
 #   - interrupted training resumed from its checkpoint instead of restarting;
 #   - every table equals a plain local run's;
 #   - a data-parallel member (2 SLURM tasks started by srun, gloo) resumes after interruption
-#     and matches a 1-process run;
+#     and equals a local 2-process (torchrun) run bit for bit;
 # then stops exactly the daemons it started. Hard timeouts everywhere; never hangs.
 # Needs root on Debian/Ubuntu. Usage: bash ci/slurm.sh
 set -euo pipefail
@@ -208,24 +208,34 @@ import sys, yaml
 work = sys.argv[1]
 cfg = yaml.safe_load(open("config/smoke.yaml"))
 ens = {k: v for k, v in cfg["ensemble"].items() if k not in ("optimizer", "weight_decay")}
-# SGD: the 2-rank gradient equals the 1-rank one up to float32 summation order (AdamW would
-# magnify those roundings; tests/test_distributed.py)
-ens.update(optimizer="sgd", lr=0.05)
+ens.update(optimizer="sgd", lr=0.05)  # the optimiser tests/test_distributed.py uses
 c = dict(cfg, results=f"{work}/results-ddp", ensemble=ens,
          resources=dict(cfg["resources"], gpu=0, processes=2))
 yaml.safe_dump(c, open(f"{work}/ddp.yaml", "w"))
 PY
 log "one member as 2 SLURM tasks (gloo; interrupted after every epoch, resumed by retries)"
 PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 600 \
-  snakemake --profile "$WORK/profile" --configfile "$WORK/ddp.yaml" \
-  "$WORK/results-ddp/members/seed0/model.safetensors" \
+  snakemake "$WORK/results-ddp/members/seed0/model.safetensors" \
+  --profile "$WORK/profile" --configfile "$WORK/ddp.yaml" \
   > "$WORK/snakemake-ddp.log" 2>&1 || { tail -n 60 "$WORK/snakemake-ddp.log"; exit 1; }
 scontrol -o show job > "$WORK/scontrol-ddp.txt"
+log "the same member as 2 local processes (torchrun), the reference"
+python - "$WORK" <<'PY'
+import json, subprocess, sys
+work = sys.argv[1]
+run = f"{work}/results-ddp"
+cfg = json.load(open(f"{run}/members/seed0/model.json"))["config"]
+cfg.pop("device")
+subprocess.run([sys.executable, "-m", "pipeline.launch", "--processes", "2", "--",
+                "pipeline.stages.train", "--task", "image", "--data", f"{run}/data", "--seed", "0",
+                "--config-json", json.dumps(cfg), "--device", "cpu", "--threads", "1",
+                "--out", f"{work}/ddp-torchrun/model.safetensors",
+                "--ckpt", f"{work}/ddp-torchrun.pt"], check=True, capture_output=True)
+PY
 python - "$WORK" <<'PY'
 import json, re, sys
 import torch
 from safetensors.torch import load_file
-from pipeline.stages.train import train_member
 work = sys.argv[1]
 run = f"{work}/results-ddp"
 out = open(f"{work}/snakemake-ddp.log").read()
@@ -236,19 +246,17 @@ two = [l for l in jobs if "NumTasks=2 " in l]
 assert two, f"no job of the data-parallel run had 2 SLURM tasks ({len(jobs)} jobs)"
 log = open(f"{run}/logs/train_member/seed0.log").read()
 assert "resuming from" in log, "the 2-task member did not resume"
-meta = json.load(open(f"{run}/members/seed0/model.json"))
-ref = f"{work}/ddp-reference/model.safetensors"
-train_member("image", f"{run}/data", meta["config"], 0, ref, f"{work}/ddp-reference.pt",
-             log=lambda s: None)
-a, b = load_file(ref), load_file(f"{run}/members/seed0/model.safetensors")
-worst = max(float((a[k].double() - b[k].double()).abs().max()
-                  / a[k].double().abs().max().clamp(min=1e-12)) for k in a)
-assert worst < 1e-5, f"2-task member differs from 1 process by {worst:.2e} (relative)"
-h1 = json.load(open(f"{work}/ddp-reference/model.json"))["history"]
-for r1, r2 in zip(h1, meta["history"], strict=True):
-    for k in ("train_loss", "train_samples", "val_acc", "val_nll"):
-        assert f"{r1[k]:.4g}" == f"{r2[k]:.4g}", (k, r1[k], r2[k])
-print(f"{len(two)} job(s) with 2 SLURM tasks; the 2-task member resumed and matches 1 process "
-      f"(weights within {worst:.1e} relative, metrics to 4 digits)")
+# srun's 2 ranks, interrupted and resumed twice, compute exactly what torchrun's 2 ranks do
+# (tests/test_distributed.py checks 2 ranks against 1 on short runs: over this run's 96 steps
+# float32 rounding grows chaotically, as between 1 and 2 threads of one process)
+a = load_file(f"{work}/ddp-torchrun/model.safetensors")
+b = load_file(f"{run}/members/seed0/model.safetensors")
+assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "srun != torchrun"
+h1 = json.load(open(f"{work}/ddp-torchrun/model.json"))["history"]
+h2 = json.load(open(f"{run}/members/seed0/model.json"))["history"]
+keys = ("train_loss", "train_samples", "val_acc", "val_nll")
+assert [[r[k] for k in keys] for r in h1] == [[r[k] for k in keys] for r in h2]
+print(f"{len(two)} job(s) with 2 SLURM tasks; the 2-task member resumed and its weights and "
+      "metrics equal an uninterrupted local 2-process run's")
 PY
 log "SLURM path OK"

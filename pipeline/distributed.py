@@ -103,6 +103,12 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
+def barrier() -> None:
+    """Wait for every rank (one process: nothing)."""
+    if _WORLD.size > 1 and dist.is_initialized():
+        dist.barrier()
+
+
 def close() -> None:
     """Leave the process group (after a barrier, so no rank exits while others still talk)."""
     global _WORLD

@@ -384,6 +384,7 @@ def fit(
                     },
                     ckpt_path,
                 )
+            D.barrier()  # no rank leaves (stops, fails) while rank 0 writes the checkpoint
             if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
                 raise Interrupted(
                     f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})"

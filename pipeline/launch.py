@@ -3,7 +3,7 @@
     python -m pipeline.launch --processes P --nodes N -- pipeline.stages.train --task ...
 
 * ``P x N = 1``: the stage itself (``python -m <stage> ...``), exactly as without the launcher;
-* inside a SLURM allocation of ``P x N`` tasks (the SLURM profile submits such jobs with
+* inside a SLURM job of at least ``P x N`` tasks (the SLURM profile submits such jobs with
   ``--ntasks-per-node P --nodes N``): ``srun`` starts one rank per task, which finds its rank
   and the rendezvous (the job's first node) in the SLURM environment
   (:mod:`pipeline.distributed`);
@@ -18,10 +18,30 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import subprocess
 import sys
 
 SRUN_ENV = "PROXY_END2_SRUN"  # tells the ranks that srun (not torchrun) placed them
+
+
+def slurm_tasks(env: dict) -> int:
+    """Tasks of the SLURM job ``SLURM_JOB_ID`` (``scontrol``). Snakemake's job step clears the
+    job's ``SLURM_NTASKS`` & co. from the environment of the rule's command, so the allocation
+    is asked for; without scontrol, ``SLURM_NTASKS`` (else 1)."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", env["SLURM_JOB_ID"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return int(env.get("SLURM_NTASKS", "1"))
+    found = re.search(r"\bNumTasks=(\d+)", shown)
+    return int(found.group(1)) if found else int(env.get("SLURM_NTASKS", "1"))
 
 
 def command(processes: int, nodes: int, module: str, args: list[str], env: dict) -> list[str]:
@@ -31,12 +51,14 @@ def command(processes: int, nodes: int, module: str, args: list[str], env: dict)
     world = processes * nodes
     if world == 1:
         return [sys.executable, "-m", module, *args]
-    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) == world:
-        return ["srun", "--kill-on-bad-exit=1", sys.executable, "-m", module, *args]
+    if env.get("SLURM_JOB_ID") and slurm_tasks(env) >= world:
+        step = [f"--ntasks={world}", f"--ntasks-per-node={processes}", f"--nodes={nodes}"]
+        return ["srun", *step, "--kill-on-bad-exit=1", sys.executable, "-m", module, *args]
     if nodes > 1:
+        have = f"{slurm_tasks(env)} task(s)" if env.get("SLURM_JOB_ID") else "no SLURM job"
         raise ValueError(
-            f"{nodes} nodes need a SLURM allocation of {world} tasks (snakemake --profile "
-            f"profiles/slurm); this job has SLURM_NTASKS={env.get('SLURM_NTASKS', 'unset')}"
+            f"{nodes} nodes need a SLURM job of {world} tasks (snakemake --profile "
+            f"profiles/slurm); here there is {have}"
         )
     torchrun = shutil.which("torchrun") or "torchrun"
     return [torchrun, "--standalone", f"--nproc-per-node={processes}", "-m", module, *args]
