@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.launch import SRUN_ENV
+
 TIMEOUT_MINUTES_ENV = "PROXY_END2_DIST_TIMEOUT_MIN"
 """Minutes a collective may wait for a slow rank (rank 0 validating, checkpointing) before the
 job fails (default 60)."""
@@ -56,7 +58,7 @@ def _from_env() -> tuple[World, str | None, str | None]:
     if "WORLD_SIZE" in env and "RANK" in env:
         rank, size, local = env["RANK"], env["WORLD_SIZE"], env.get("LOCAL_RANK", 0)
         return World(int(rank), int(size), int(local)), None, None
-    if env.get("PROXY_END2_SRUN") and int(env.get("SLURM_NTASKS", "1")) > 1:
+    if env.get(SRUN_ENV) and int(env.get("SLURM_NTASKS", "1")) > 1:
         nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "localhost")
         first = subprocess.run(
             ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True

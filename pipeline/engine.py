@@ -344,8 +344,8 @@ def fit(
                     point(epoch + 1, done)
                 if not placeholder:
                     value = check
-                    total += value * len(idx)
-                    valued += len(idx)
+                    total += value * len(batches[step])
+                    valued += len(batches[step])
                 progress.update(len(batches[step]), value)
                 if board is not None and not placeholder and step >= next_board:
                     board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
