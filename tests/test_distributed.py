@@ -46,6 +46,14 @@ def _launch(processes: int, stage: str, *args, env=None) -> subprocess.Completed
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env)
 
 
+def _distil_two_ranks(task, data, teacher, members, cfg, out, *extra) -> None:
+    """The distill stage as 2 ranks, as the rule runs it (``extra``: ``--num-classes V``)."""
+    run = _launch(2, "distill", "--task", task, "--data", data, *extra, "--teacher", teacher,
+                  "--members", *members, "--seed", 0, "--config-json", _cfg_json(cfg),
+                  "--out", out, "--ckpt", out.parent.with_suffix(".pt"))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def _cfg_json(cfg: dict) -> str:
     return json.dumps({k: v for k, v in cfg.items() if k != "device"})
 
@@ -191,27 +199,7 @@ def test_two_ranks_distil_pd_end2_like_one(prepared, members, cache, tmp_path):
     one = tmp_path / "one/model.safetensors"
     distill("image", prepared, cache, members, cfg, 0, one, tmp_path / "one.pt", log=lambda s: None)
     two = tmp_path / "two/model.safetensors"
-    run = _launch(
-        2,
-        "distill",
-        "--task",
-        "image",
-        "--data",
-        prepared,
-        "--teacher",
-        cache,
-        "--members",
-        *members,
-        "--seed",
-        0,
-        "--config-json",
-        _cfg_json(cfg),
-        "--out",
-        two,
-        "--ckpt",
-        tmp_path / "two.pt",
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _distil_two_ranks("image", prepared, cache, members, cfg, two)
     assert _close(one, two) < REL
     _same_metrics(_history(one), _history(two))
     # the evaluation of that student, split over 2 ranks, writes the same files as 1 rank
@@ -287,29 +275,7 @@ def test_two_ranks_distil_a_token_student_like_one(tmp_path):
     one = tmp_path / "one/model.safetensors"
     distill("text", data, tmp_path / "teacher", members, cfg, 0, one, tmp_path / "one.pt", 20)
     two = tmp_path / "two/model.safetensors"
-    run = _launch(
-        2,
-        "distill",
-        "--task",
-        "text",
-        "--data",
-        data,
-        "--num-classes",
-        20,
-        "--teacher",
-        tmp_path / "teacher",
-        "--members",
-        *members,
-        "--seed",
-        0,
-        "--config-json",
-        _cfg_json(cfg),
-        "--out",
-        two,
-        "--ckpt",
-        tmp_path / "two.pt",
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _distil_two_ranks("text", data, tmp_path / "teacher", members, cfg, two, "--num-classes", 20)
     assert _close(one, two) < REL
     _same_metrics(_history(one), _history(two))
     c1, c2 = (p.with_name("curve.csv").read_text().splitlines() for p in (one, two))
