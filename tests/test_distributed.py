@@ -83,26 +83,18 @@ def _same_metrics(h1: list[dict], h2: list[dict]) -> None:
                 assert f"{v:.4g}" == f"{r2[k]:.4g}", (k, v, r2[k])
 
 
+def _member_args(data: Path, out: Path) -> list:
+    """The train stage's arguments for the tests' SGD member (seed 3), written to ``out``."""
+    ckpt = out.parent.with_suffix(".pt")
+    return ["--task", "image", "--data", data, "--seed", 3, "--config-json", _cfg_json(SGD),
+            "--out", out, "--ckpt", ckpt]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def two_rank_member(prepared, tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp_member")
     out = d / "two/model.safetensors"
-    run = _launch(
-        2,
-        "train",
-        "--task",
-        "image",
-        "--data",
-        prepared,
-        "--seed",
-        3,
-        "--config-json",
-        _cfg_json(SGD),
-        "--out",
-        out,
-        "--ckpt",
-        d / "two.pt",
-    )
+    run = _launch(2, "train", *_member_args(prepared, out))
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -168,20 +160,7 @@ def test_two_ranks_train_a_member_like_one(prepared, two_rank_member, tmp_path):
 
 
 def test_killed_rank_resumes_to_the_same_weights(prepared, two_rank_member, tmp_path):
-    args = [
-        "--task",
-        "image",
-        "--data",
-        prepared,
-        "--seed",
-        3,
-        "--config-json",
-        _cfg_json(SGD),
-        "--out",
-        tmp_path / "k/model.safetensors",
-        "--ckpt",
-        tmp_path / "k.pt",
-    ]
+    args = _member_args(prepared, tmp_path / "k/model.safetensors")
     killed = _launch(2, "train", *args, env={D.KILL_AT_ENV: "1:2:3"})  # rank 1, epoch 2, step 3
     assert killed.returncode != 0
     assert "SIGKILL" in killed.stderr
