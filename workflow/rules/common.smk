@@ -55,16 +55,21 @@ DATA_SPLITS = SPEC.data_splits(config)
 TEACHER_SPLITS = SPEC.teacher_splits(config)
 
 
+def _data_parallel(parallel):
+    """Whether a job whose stage can run as several ranks (`parallel`) does in this config."""
+    return parallel and WORLD > 1
+
+
 def launch(parallel=True):
     """How a training/caching/evaluation job starts its stage module: `python -m` for one
     process, else through pipeline.launch (torchrun on one node, srun in a SLURM allocation)."""
-    if WORLD == 1 or not parallel:
+    if not _data_parallel(parallel):
         return "python -m"
     return f"python -m pipeline.launch --processes {PROCESSES} --nodes {NODES} --"
 
 
 def _ranks_here(parallel):
-    return PROCESSES if WORLD > 1 and parallel else 1
+    return PROCESSES if _data_parallel(parallel) else 1
 
 
 def job_threads(parallel=True, per_process=THREADS):
@@ -83,7 +88,7 @@ def job_resources(parallel=True):
     PROCESSES tasks per node on NODES nodes (the plugin's MPI-style job: the stage is started
     by srun inside it, pipeline.launch) with `threads` CPUs each; gpu is the job's total."""
     res = {"mem_mb": MEM_MB, "runtime": RUNTIME, "gpu": GPU * NODES}
-    if WORLD > 1 and parallel:
+    if _data_parallel(parallel):
         res.update(mpi="srun", tasks_per_node=PROCESSES, nodes=NODES, cpus_per_task=THREADS)
     return res
 

@@ -118,6 +118,7 @@ def build_cache(
         "code_sha256": code_fingerprint("teacher", "image"),
         "splits": {},
     }
+    main = distributed.world().main  # in a data-parallel job all ranks predict, rank 0 writes
     shard_size = int(cfg.get("shard_size", 1 << 62))
     workers = int(cfg.get("workers", 0))
     total = sum(int(e["n"]) for e in data_manifest["splits"].values()) * len(models)
@@ -152,7 +153,7 @@ def build_cache(
                 ],
                 dim=1,
             )  # [n, M, K] float32
-            if not distributed.world().main:  # the ranks shared the members' pass; rank 0 writes
+            if not main:
                 continue
             _check_finite(lp.isfinite().all(-1).all(0), member_files, split)
             st = _stats_chunks(lp)
@@ -169,7 +170,7 @@ def build_cache(
             entry["files"].append(name)
             entry["sha256"].append(sha256_file(out_dir / name))
             entry["bytes"] += (out_dir / name).stat().st_size
-        if not distributed.world().main:
+        if not main:
             continue
         entry["file"] = entry["files"][0]
         manifest["splits"][split] = entry
@@ -177,7 +178,7 @@ def build_cache(
             f"{split:10s} n={n:7d} {entry['bytes'] / 1e6:9.2f} MB in {len(entry['files'])} "
             f"file(s) (naive float32 [N,M,K]: {entry['naive_float32_bytes'] / 1e6:.2f} MB)"
         )
-    if distributed.world().main:
+    if main:
         atomic_write_text(json.dumps(manifest, indent=2), out_dir / "manifest.json")
     return manifest
 
