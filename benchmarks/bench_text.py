@@ -8,19 +8,24 @@ Measures, on the same length-bucketed batches and after warm-up steps (so one-of
 is excluded), one optimiser step of an untrained student with the config's model:
 
 * ``cross_entropy``  the members' training step (the baseline);
-* ``end`` / ``end2`` / ``pd_end2``  a student step: M member forwards (no grad), the online
-  statistics (``pipeline.maths.stats.online_teacher_stats``), the loss, backward, update; as in
-  training, the loss value (float64) on one step in ``--value-every`` and the float32 gradient
-  alone on the others (``pipeline.maths.values``);
-* ``end+stats64`` EnD with the float64 ``teacher_stats`` that the online path replaces.
+* ``end`` / ``end2`` / ``pd_end2``  a student step as training runs it: the members' logits
+  rebuilt from the teacher cache's train features (``pipeline.tasks.text.teacher.TrainFeatures``:
+  a gather and one matmul per member), the online statistics
+  (``pipeline.maths.stats.online_teacher_stats``), the loss, backward, update; as in training, the
+  loss value (float64) on one step in ``--value-every`` and the float32 gradient alone on the
+  others (``pipeline.maths.values``);
+* ``end online`` / ``pd_end2 online``  the same step with the member LSTMs run on every batch
+  instead (the path the features cache replaced);
+* ``end+stats64`` EnD with the float64 ``teacher_stats`` that the online statistics replace.
 
 Shares: ``student_fwd_bwd`` (the student network forward and backward, optimiser step),
-``teacher_lstm`` and ``teacher_head`` (the members' recurrent part and their d x V output layers:
-a features cache would remove the first only), ``stats``, ``loss`` (the loss forward, which also
-forms its gradient).
+``teacher_lstm`` (the members' recurrent part, online rows) or ``teacher_gather`` (the cached
+features of the batch), ``teacher_head`` (the members' d x V output layers), ``stats``, ``loss``
+(the loss forward, which also forms its gradient).
 
-Then prints the size a train-split cache would need (float32 member log-probs ``[N, M, V]``,
-or float16 ``pi_bar`` + ``l_bar`` ``[N, V]`` as the image pipeline stores them).
+Then prints the train-split cache sizes: the features cache the pipeline writes (float32
+``[N, M, d]`` + heads) against the alternatives that store the ensemble itself (float32 member
+log-probs ``[N, M, V]``, or float16 ``pi_bar`` + ``l_bar`` ``[N, V]`` as the image task does).
 This measures and prints; it asserts nothing.
 """
 
@@ -38,14 +43,35 @@ from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Dir
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text import model as lm
+from pipeline.tasks.text import teacher as TT
 
 
-def step_times(method, members, batches, data, vocab, dim, layers, every, warmup=3):
+@torch.no_grad()
+def cached_features(members, batches, data) -> TT.TrainFeatures:
+    """The features cache of the benchmark's sequences (only those its batches read)."""
+    used = torch.cat(batches).unique()
+    lengths = data["lengths"].long()
+    feats = torch.cat(
+        [
+            torch.stack([m.hidden(lm.trim(data["inputs"][i : i + 1])) for m in members], 1)
+            for i in used
+        ]
+    )
+    starts = torch.zeros_like(lengths)
+    starts[used] = torch.cumsum(lengths[used], 0) - lengths[used]
+    weight = torch.stack([m.head.weight for m in members])
+    bias = torch.stack([m.head.bias for m in members])
+    return TT.TrainFeatures(feats, starts, lengths, weight, bias, "cpu")
+
+
+def step_times(method, members, cache, batches, data, vocab, dim, layers, every, warmup=3):
     torch.manual_seed(0)
     model = lm.TokenLSTM(vocab, dim, layers)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    parts = {"student_fwd_bwd": 0.0, "teacher_lstm": 0.0, "teacher_head": 0.0, "stats": 0.0}
-    parts["loss"] = 0.0
+    online = method.endswith(" online")
+    method = method.removesuffix(" online")
+    parts = {"student_fwd_bwd": 0.0, "teacher_lstm": 0.0, "teacher_gather": 0.0}
+    parts.update(teacher_head=0.0, stats=0.0, loss=0.0)
     tokens = 0
     for i, idx in enumerate(batches):
         if i == warmup:
@@ -60,8 +86,12 @@ def step_times(method, members, batches, data, vocab, dim, layers, every, warmup
             y = lm.targets_of(data["targets"], idx, x.shape[1])
             loss = F.cross_entropy(logits, y)
         else:
-            with torch.no_grad():  # lm.member_logits, split: the LSTMs, then the output heads
-                hidden = [m.hidden(x) for m in members]
+            with torch.no_grad():  # the members' logits, split: their features, then heads
+                if online:  # lm.member_logits: the LSTMs
+                    hidden = [m.hidden(x) for m in members]
+                else:  # TrainFeatures.logits: the cached rows
+                    h = cache.feats[cache.tokens(idx)]
+                    hidden = [h[:, j].contiguous() for j in range(h.shape[1])]
                 t1b = time.perf_counter()
                 z = [m.head(h).float() for m, h in zip(members, hidden, strict=True)]
             t2 = time.perf_counter()
@@ -81,7 +111,7 @@ def step_times(method, members, batches, data, vocab, dim, layers, every, warmup
         opt.step()
         t5 = time.perf_counter()
         parts["student_fwd_bwd"] += (t1 - t0) + (t5 - t4)
-        parts["teacher_lstm"] += t1b - t1
+        parts["teacher_lstm" if online else "teacher_gather"] += t1b - t1
         parts["teacher_head"] += t2 - t1b
         parts["stats"] += t3 - t2
         parts["loss"] += t4 - t3
@@ -118,23 +148,36 @@ def main() -> None:
             lm.TokenLSTM(vocab, args.dim, args.layers).eval().requires_grad_(False)
             for _ in range(args.members)
         ]
+        cache = cached_features(members, batches, data)
         base = None
         print(f"\nV = {vocab}")
-        print(f"{'method':14s} {'tokens/s':>9s} {'x CE':>6s}  share of the step")
-        for method in ("cross_entropy", "end", "end2", "pd_end2", "stats64"):
+        print(f"{'method':15s} {'tokens/s':>9s} {'x CE':>6s}  share of the step")
+        rows = ("cross_entropy", "end", "end2", "pd_end2", "end online", "pd_end2 online")
+        for method in (*rows, "stats64"):
             tps, parts = step_times(
-                method, members, batches, data, vocab, args.dim, args.layers, args.value_every
+                method,
+                members,
+                cache,
+                batches,
+                data,
+                vocab,
+                args.dim,
+                args.layers,
+                args.value_every,
             )
             base = base or tps
             share = "  ".join(f"{k}={v:.2f}" for k, v in parts.items() if v > 0)
             label = "end+stats64" if method == "stats64" else method
-            print(f"{label:14s} {tps:9.0f} {base / tps:6.2f}  {share}")
+            print(f"{label:15s} {tps:9.0f} {base / tps:6.2f}  {share}")
         tokens = int((data["targets"] >= 0).sum())
-        dense = tokens * args.members * vocab * 4 / 2**30
-        stats = tokens * vocab * 2 * 2 / 2**30
+        gib = 2**30
+        feats = (tokens * args.members * args.dim + args.members * vocab * (args.dim + 1)) * 4
+        dense = tokens * args.members * vocab * 4
+        stats = tokens * vocab * 2 * 2
         print(
-            f"train-split cache instead of the online teacher: {tokens:,} tokens -> "
-            f"float32 [N, M, V] {dense:.1f} GiB, float16 pi_bar + l_bar [N, V] {stats:.1f} GiB"
+            f"train-split cache, {tokens:,} tokens: features float32 [N, M, d] + heads "
+            f"{feats / gib:.2f} GiB (written); instead, float32 [N, M, V] {dense / gib:.1f} GiB, "
+            f"float16 pi_bar + l_bar [N, V] {stats / gib:.1f} GiB ({stats / feats:.0f}x)"
         )
 
 

@@ -168,9 +168,8 @@ TASKS: dict[str, TaskSpec] = {
         sweeps_classes=True,
         raw_inputs=_text_raw,
         data_splits=_text_splits,
-        teacher_splits=lambda config: [
-            s for s in _text_splits(config) if s not in ("train", "val")
-        ],
+        # the train split holds the members' features (pipeline.tasks.text.teacher)
+        teacher_splits=lambda config: [s for s in _text_splits(config) if s != "val"],
         arrays="per_sequence.safetensors",
         tables={
             "sweep": ("csv",),

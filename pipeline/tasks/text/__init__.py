@@ -57,16 +57,14 @@ def training_set(
     """The train sequences at V classes (``cfg["train_sentences"]``: one fixed subset, the same
     for every run) and the first ``cfg["val_size"]`` val sequences."""
     from pipeline.engine import Feed, TrainingSet
-    from pipeline.tasks.text.corpus import load_manifest, load_sequences
+    from pipeline.tasks.text.corpus import load_manifest, load_sequences, train_rows
     from pipeline.tasks.text.model import length_batches, targets_of, trim
 
     vocab = _vocab(num_classes)
     manifest = load_manifest(data_dir)
     train = load_sequences(data_dir, "train", vocab)
-    n = int(cfg.get("train_sentences") or 0)
-    if n and n < len(train["lengths"]):
-        keep = torch.randperm(len(train["lengths"]), generator=torch.Generator().manual_seed(0))
-        keep = keep[:n].sort().values
+    keep = train_rows(len(train["lengths"]), int(cfg.get("train_sentences") or 0))
+    if keep is not None:
         train = {k: v[keep] for k, v in train.items()}
     val = load_sequences(data_dir, "val", vocab)
     size = cfg.get("val_size")
@@ -122,7 +120,8 @@ def build_teacher(data_dir, member_files, seeds, out, cfg, num_classes, log=prin
 
 
 def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device):
-    """A :class:`.teacher.OnlineTeacher` of the members (checked against the teacher cache)."""
+    """A :class:`.teacher.OnlineTeacher`: the members' logits rebuilt from the teacher cache's
+    train features (checked against the members and the train sequences)."""
     from pipeline.tasks.text.teacher import OnlineTeacher
 
     vocab = int(ts.info["vocab_size"])

@@ -315,6 +315,16 @@ def load_manifest(data_dir: str | Path) -> dict:
     return manifest
 
 
+def train_rows(total: int, n: int) -> torch.Tensor | None:
+    """The train sequences a run with ``train_sentences: n`` uses out of ``total``: one fixed
+    random subset (sorted indices, the same for every run and stage), or ``None`` for all of them
+    (``n`` of 0 or at least ``total``)."""
+    if not n or n >= total:
+        return None
+    keep = torch.randperm(total, generator=torch.Generator().manual_seed(0))
+    return keep[:n].sort().values
+
+
 def load_sequences(data_dir: str | Path, split: str, vocab_size: int) -> dict[str, torch.Tensor]:
     """Padded next-token batches of one split at ``vocab_size`` classes.
 

@@ -1,13 +1,19 @@
-"""The token task's teacher: the per-token cache of the evaluation splits (``rule
-cache_teacher``) and, for students, the members run online on every batch.
+"""The token task's teacher artifact (``rule cache_teacher``): the per-token outputs of the
+evaluation splits and, for students, the members' features on the train split.
 
-Why online: caching the ensemble for the train split would need, per token, a V-wide pi_bar and
-l_bar (EnD2 needs l_bar for every class, the tail included): at V = 5,000 and 650k train tokens
-that is 13 GB even in float16, and a top-k summary would change exactly the tail terms whose
-gradients the experiment is about. Instead each student batch runs the M frozen members (eval
-mode, no grad) on the same input and builds the statistics from their logits
-(:func:`pipeline.maths.stats.online_teacher_stats`): the losses see the exact ensemble, and the
-cost is M forward passes per step (``benchmarks/bench_text.py`` measures it).
+Why features: caching the ensemble itself for the train split would need, per token, a V-wide
+pi_bar and l_bar (EnD2 needs l_bar for every class, the tail included): at V = 5,000 and 650k
+train tokens that is 12 GB even in float16, and a top-k summary would change exactly the tail
+terms whose gradients the experiment is about. But a member's logits are its output layer applied
+to its last hidden state, ``z = W h + b`` with ``h`` of ``d = 64`` values, so the cache stores
+``h`` for every train token and member (``features [tokens, M, d]``, float32) and the members'
+output layers (``head_weight [M, V, d]``, ``head_bias [M, V]``): ~0.5 GB at any V, and each
+student batch rebuilds every member's logits exactly with one matmul, without running the
+member LSTMs (:class:`OnlineTeacher`). The statistics are then built from those logits on every
+step (:func:`pipeline.maths.stats.online_teacher_stats`), so EnD2's temperature schedule and
+smoothing re-temper the exact member outputs. The image task caches the sufficient statistics
+instead ([N, K] at K = 10 is smaller than [N, M, d], and its members have no schedule-free
+linear head to share); see ``docs/token_task.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from pipeline import __version__, methods
 from pipeline.imports import code_fingerprint
@@ -35,6 +42,7 @@ from pipeline.tasks.text.model import load_lm, load_members, member_logits, toke
 from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
 
 RULE = "cache_teacher"  # the rule that writes the teacher cache
+TRAIN = "train"  # the teacher artifact's split of the train features
 MARGINAL_SENTENCES = 2000
 """Training sequences the ensemble's class marginal is averaged over (``init_bias``)."""
 
@@ -98,6 +106,9 @@ def build_teacher(
         atomic_save(tensors, out / f"{split}.safetensors")
         tokens[split] = int(tensors["target"].numel())
         sha[split] = sha256_file(out / f"{split}.safetensors")
+    train = _train_features(data_dir, vocab, members, batch)
+    atomic_save(train, out / f"{TRAIN}.safetensors")
+    sha[TRAIN] = sha256_file(out / f"{TRAIN}.safetensors")
     info = {
         "pipeline_version": __version__,
         "code_sha256": code_fingerprint("teacher", "text"),
@@ -107,9 +118,35 @@ def build_teacher(
         "splits": eval_splits(manifest),
         "tokens": tokens,
         "sha256": sha,
+        TRAIN: {
+            "tokens": int(train["features"].shape[0]),
+            "sequences": int(train["lengths"].numel()),
+            "dim": int(train["features"].shape[2]),
+            "bytes": sum(t.numel() * t.element_size() for t in train.values()),
+        },
     }
     atomic_write_text(json.dumps(info, indent=2), out / "manifest.json")
     return info
+
+
+@torch.no_grad()
+def _train_features(data_dir: Path, vocab: int, members: list, batch: int) -> dict:
+    """The members' last hidden states on every target token of the train split: ``features
+    [tokens, M, d]`` float32 in the order the members emit logits (sequence by sequence),
+    ``lengths [N]`` (tokens per train sequence), and the output layers ``head_weight [M, V, d]``,
+    ``head_bias [M, V]``."""
+    seqs = TD.load_sequences(data_dir, "train", vocab)
+    progress = Progress(len(seqs["lengths"]), f"{JOB.name} (train features)", unit="seq")
+    parts = []
+    for x, _ in batches(seqs, batch):
+        parts.append(torch.stack([m.hidden(x).float() for m in members], 1))
+        progress.update(x.shape[0])
+    return {
+        "features": torch.cat(parts).contiguous(),
+        "lengths": seqs["lengths"].to(torch.int64),
+        "head_weight": torch.stack([m.head.weight.detach().float() for m in members]),
+        "head_bias": torch.stack([m.head.bias.detach().float() for m in members]),
+    }
 
 
 def check_manifest(teacher_dir: Path, vocab: int, member_files: list[Path]) -> dict:
@@ -136,10 +173,75 @@ def load_split(teacher_dir: Path, split: str, info: dict) -> dict[str, torch.Ten
     )
 
 
+class TrainFeatures:
+    """Members' logits on train sequences from their cached features (:func:`_train_features`).
+
+    Args:
+        features: ``[tokens, M, d]`` float32; ``starts [N]``, ``lengths [N]``: the first feature
+            row and the token count of each of the job's ``N`` train sequences.
+        head_weight, head_bias: ``[M, V, d]``, ``[M, V]`` the members' output layers.
+        device: where the features and heads live (~0.5 GB for the whole Austen train split).
+    """
+
+    def __init__(self, features, starts, lengths, head_weight, head_bias, device):
+        self.starts, self.lengths = starts.long(), lengths.long()
+        self.feats = features.to(device)
+        self.weight, self.bias = head_weight.to(device), head_bias.to(device)
+
+    @classmethod
+    def load(cls, teacher_dir, info: dict, inputs: torch.Tensor, device) -> TrainFeatures:
+        """The features of the teacher cache ``teacher_dir`` (manifest ``info``) for the job's
+        train ``inputs [N, L]``: the whole train split or the subset
+        :func:`~pipeline.tasks.text.corpus.train_rows` picks for ``train_sentences: N``.
+
+        Checked: the file's sha256 against the manifest, its shapes against the members' (M, V)
+        and, sequence by sequence, its token counts against ``inputs``, so a cache of another
+        corpus or vocabulary is refused with the rule that rebuilds it."""
+        path = Path(teacher_dir) / f"{TRAIN}.safetensors"
+        if TRAIN not in info.get("sha256", {}):
+            raise ArtifactError(path, "is missing from the teacher cache (an older cache?)", RULE)
+        t = load_split(teacher_dir, TRAIN, info)
+        feats, lengths = t["features"], t["lengths"]
+        weight, bias = t["head_weight"], t["head_bias"]
+        m, vocab = len(info["member_sha256"]), int(info["vocab"])
+        if (
+            feats.ndim != 3
+            or feats.shape[1] != m
+            or weight.shape != (m, vocab, feats.shape[2])
+            or bias.shape != (m, vocab)
+            or int(lengths.sum()) != feats.shape[0]
+        ):
+            raise ArtifactError(path, f"does not hold features of {m} members at V={vocab}", RULE)
+        rows = TD.train_rows(len(lengths), len(inputs))
+        rows = torch.arange(len(lengths)) if rows is None else rows
+        if len(rows) != len(inputs) or not torch.equal(lengths[rows], (inputs >= 0).sum(1)):
+            raise ArtifactError(path, "was built from another train split", RULE)
+        starts = torch.cumsum(lengths, 0) - lengths
+        return cls(feats, starts[rows], lengths[rows], weight, bias, device)
+
+    def tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """``[T]`` feature rows of the target tokens of ``idx``, in the members' logit order."""
+        lens = self.lengths[idx]
+        first = torch.repeat_interleave(self.starts[idx] - (torch.cumsum(lens, 0) - lens), lens)
+        return first + torch.arange(int(lens.sum()))
+
+    @torch.no_grad()
+    def logits(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's float32 logits ``[T, V]`` on the train sequences ``idx`` (as
+        :func:`member_logits` gives them on those sequences)."""
+        h = self.feats[self.tokens(idx).to(self.feats.device)]
+        return [
+            F.linear(h[:, j].contiguous(), self.weight[j], self.bias[j]) for j in range(h.shape[1])
+        ]
+
+
 class OnlineTeacher:
-    """What a token-task student learns from (``student_teacher``): the frozen members, run on
-    every batch, their statistics built by :func:`online_teacher_stats` (so EnD2's temperature
-    schedule and smoothing re-temper the exact member outputs).
+    """What a token-task student learns from (``student_teacher``): on every batch, each
+    member's exact logits rebuilt from the teacher cache's train features (one matmul with the
+    member's output layer; :class:`TrainFeatures`) and their statistics built by
+    :func:`online_teacher_stats` (so EnD2's temperature schedule and smoothing re-temper the exact
+    member outputs). The members themselves run only on the val sequences (learning curve,
+    validation, the class marginal).
 
     Args:
         teacher_dir: the run's teacher cache, whose manifest must name the same members.
@@ -151,6 +253,7 @@ class OnlineTeacher:
         info = check_manifest(teacher_dir, vocab, member_files)
         self.members = load_members(member_files, vocab, device)
         self.member_sha256 = info["member_sha256"]  # checked equal to the files' just now
+        self.features = TrainFeatures.load(teacher_dir, info, inputs, device)
         self.inputs, self.val, self.device = inputs, val, device
         self.method, self.options = method, options
         self.need_floored = methods.get(method).needs_floored
@@ -159,10 +262,9 @@ class OnlineTeacher:
     def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
         """The teacher statistics of the target tokens of train sequences ``idx`` at
         ``progress`` (epochs done: the EnD2 temperature schedule's clock)."""
-        x = trim(self.inputs[idx]).to(self.device)
         temperature, smoothing = methods.member_transform(self.method, self.options, progress)
         return online_teacher_stats(
-            member_logits(self.members, x),
+            self.features.logits(idx),
             temperature=temperature,
             smoothing=smoothing,
             need_floored=self.need_floored,

@@ -1,10 +1,14 @@
 """The token task's teacher: the online statistics a student learns from, and the per-token cache
 of the evaluation splits that names its members."""
 
+import json
+import shutil
+
 import pytest
 import torch
 
-from pipeline.io import sha256_file
+from pipeline import methods
+from pipeline.io import ArtifactError, sha256_file
 from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Sm
 from pipeline.stages.train import train_member
@@ -127,3 +131,100 @@ def test_log_marginal_is_the_ensemble_mean_over_train_tokens(run):
     assert got.shape == (20,) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), pbar.mean(0).log(), rtol=1e-6, atol=1e-6)
     assert float(got.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def _member_logits(teacher, inputs, idx):
+    return TT.member_logits(teacher.members, TT.trim(inputs[idx]))
+
+
+def _assert_cache_gives_the_members(teacher, inputs, idx):
+    cached = teacher.features.logits(idx)
+    for got, ref in zip(cached, _member_logits(teacher, inputs, idx), strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_train_features_rebuild_the_members_logits(run):
+    """The cache's features [tokens, M, d] and heads give each member's logits on any batch of
+    train sequences, in the members' token order, as running the members does."""
+    d, data, members = run
+    teacher, seqs = _online(run, "end", {})
+    cached = TT.load_split(d / "teacher", TT.TRAIN, TT.check_manifest(d / "teacher", 20, members))
+    n, m = len(seqs["lengths"]), len(members)
+    assert cached["features"].shape == (int(seqs["lengths"].sum()), m, 8)
+    assert cached["features"].dtype == torch.float32
+    assert cached["head_weight"].shape == (m, 20, 8) and cached["head_bias"].shape == (m, 20)
+    g = torch.Generator().manual_seed(0)
+    for size in (1, 5, 16, n):  # a batch of one sequence, a short last batch, all of them
+        idx = torch.randperm(n, generator=g)[:size]
+        _assert_cache_gives_the_members(teacher, seqs["inputs"], idx)
+
+
+def test_train_features_follow_a_train_subset(run):
+    """A student on ``train_sentences: n`` indexes the cache through the same fixed subset."""
+    d, data, members = run
+    seqs = TD.load_sequences(data, "train", 20)
+    keep = TD.train_rows(len(seqs["lengths"]), 9)
+    assert keep is not None and len(keep) == 9 and bool((keep[1:] > keep[:-1]).all())
+    assert TD.train_rows(len(seqs["lengths"]), len(seqs["lengths"])) is None
+    inputs = seqs["inputs"][keep]
+    val = TD.load_sequences(data, "val", 20)
+    teacher = TT.OnlineTeacher(d / "teacher", members, 20, inputs, val, "end", {}, "cpu")
+    idx = torch.tensor([8, 0, 3])
+    _assert_cache_gives_the_members(teacher, inputs, idx)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("end", {}),
+        ("end2", {"model_offset": 0.0}),
+        ("end2", {"model_offset": 1.0, "smoothing": 0.01}),
+        ("pd_end2", {"model_offset": 1.0}),
+        ("pd_end2", {"model_offset": 0.0}),
+        ("pd_fkl", {}),
+    ],
+)
+def test_every_loss_from_the_cache_matches_the_float64_members(run, method, options):
+    """Loss and gradient from the cached features (float32 statistics) against the float64
+    statistics of the members run on the batch: the loss within 1e-5 relative, the gradient
+    within 1e-5 relative or 1e-6 of its largest entry."""
+    teacher, seqs = _online(run, method, options)
+    idx = torch.arange(12)
+    z = torch.stack(_member_logits(teacher, seqs["inputs"], idx), 1).double()  # [T, M, V]
+    torch.manual_seed(1)
+    s = torch.randn(z.shape[0], 20, dtype=torch.float64, requires_grad=True)
+    got = methods.loss(method, options, s, teacher.stats(idx, progress=1.0))
+    (g_got,) = torch.autograd.grad(got, s)
+    ref = methods.loss(
+        method, options, s, Sm.teacher_stats(z, smoothing=options.get("smoothing", 0.0))
+    )
+    (g_ref,) = torch.autograd.grad(ref, s)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+    scale = float(g_ref.abs().max())  # float32 statistics: O(1e-7) of the gradient's scale
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_train_features_refuse_another_split_or_a_damaged_file(run, tmp_path):
+    d, data, members = run
+    seqs = TD.load_sequences(data, "train", 20)
+    val = TD.load_sequences(data, "val", 20)
+
+    def teacher(dir_, inputs):
+        return TT.OnlineTeacher(dir_, members, 20, inputs, val, "end", {}, "cpu")
+
+    with pytest.raises(ArtifactError, match="another train split"):
+        teacher(d / "teacher", seqs["inputs"].flip(0))  # other sequences than the cache's
+    with pytest.raises(ArtifactError, match="another train split"):
+        teacher(d / "teacher", seqs["inputs"][:-1])  # fewer than any train_rows subset gives
+    copy = tmp_path / "teacher"
+    shutil.copytree(d / "teacher", copy)
+    with open(copy / "train.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\1\2\3")
+    with pytest.raises(ArtifactError, match="sha256"):
+        teacher(copy, seqs["inputs"])
+    info = json.loads((copy / "manifest.json").read_text())
+    del info["sha256"]["train"]
+    (copy / "manifest.json").write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="missing from the teacher cache.*cache_teacher"):
+        teacher(copy, seqs["inputs"])
