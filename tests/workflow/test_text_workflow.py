@@ -118,3 +118,31 @@ def test_missing_corpus_is_named(text_smoke, tmp_path):
     bad = {**cfg, "results": str(tmp_path / "r"), "dataset": {**cfg["dataset"], "root": "nowhere"}}
     r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad.yaml"))
     assert r.returncode != 0 and "nowhere/usr/lib/R/site-library/janeaustenr" in r.stdout + r.stderr
+
+
+def test_a_group_can_run_at_some_vocab_sizes_only(text_smoke, tmp_path):
+    """group_vocab_sizes: the named group's students (and their evaluations) exist only at its V;
+    the others and every member still run at every V. A wrong group or V stops the run."""
+    cfg, _, _ = text_smoke
+    small, seeds = min(cfg["vocab_sizes"]), len(cfg["students"]["seeds"])
+    groups = len(cfg["students"]["methods"])
+    fresh = {**cfg, "results": str(tmp_path / "r"), "group_vocab_sizes": {"pd_end2": [small]}}
+    r = snakemake("-n", "--configfile", write_config(fresh, tmp_path / "c.yaml"))
+    counts = job_counts(r.stdout + r.stderr)
+    vocabs = len(cfg["vocab_sizes"])
+    students = (groups * vocabs - (vocabs - 1)) * seeds
+    assert counts.get("distill") == students, counts
+    members = len(cfg["ensemble"]["seeds"])
+    assert counts.get("evaluate") == students + vocabs * (members + 1), counts
+    assert counts.get("train_member") == members * vocabs, counts
+    done = {**cfg, "group_vocab_sizes": {"pd_end2": [small]}}  # on the finished run: no student
+    r = snakemake("-n", "--configfile", write_config(done, tmp_path / "d.yaml"))
+    counts = job_counts(r.stdout + r.stderr)
+    assert r.returncode == 0 and {"distill", "evaluate", "train_member"}.isdisjoint(counts), counts
+    for bad, words in (
+        ({"nogroup": [small]}, "group_vocab_sizes.nogroup: not a method group"),
+        ({"pd_end2": [small, 7]}, "is not a subset of vocab_sizes"),
+    ):
+        wrong = {**cfg, "group_vocab_sizes": bad}
+        r = snakemake("-n", "--configfile", write_config(wrong, tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and words in r.stdout + r.stderr, r.stderr[-1500:]

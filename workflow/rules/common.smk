@@ -1,6 +1,7 @@
 # Config validation, the run's layout and target lists, helpers shared by the rule files.
 # Nothing here imports torch or matplotlib: pipeline.tasks, pipeline.methods and pipeline.imports
 # are light on purpose, so building the DAG stays fast.
+import itertools
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from snakemake.utils import validate
 from pipeline import tasks
 from pipeline.config import check as check_config, check_keys
 from pipeline.imports import stage_closure
-from pipeline.methods import needs_members, variant
+from pipeline.methods import needs_members, parse_system, variant
 from pipeline.progress import record_for
 
 
@@ -104,11 +105,42 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def _group_vocabs():
+    """group -> the V it runs at (config key group_vocab_sizes; every V of the sweep otherwise)."""
+    given = config.get("group_vocab_sizes") or {}
+    for group, vocabs in given.items():
+        if group not in METHODS:
+            raise ValueError(
+                f"group_vocab_sizes.{group}: not a method group of students.methods {METHODS}"
+            )
+        if not set(map(int, vocabs)) <= set(KS):
+            raise ValueError(
+                f"group_vocab_sizes.{group}: {vocabs} is not a subset of vocab_sizes {KS}"
+            )
+    return {g: [int(v) for v in given.get(g, KS)] for g in METHODS}
+
+
+GROUP_VOCABS = _group_vocabs()
+
+
+def _wanted(combo):
+    """Whether a wildcard combination is part of the run: a student (method or system wildcard)
+    only at the V its group runs at."""
+    group = combo.get("method") or parse_system(combo.get("system", "ensemble"))[0]
+    return "vocab" not in combo or group not in GROUP_VOCABS or combo["vocab"] in GROUP_VOCABS[group]
+
+
 def runs(pattern, **wildcards):
-    """`pattern` expanded over the sub-runs (and any other wildcard lists given)."""
+    """`pattern` expanded over the sub-runs (and any other wildcard lists given), in the order of
+    expand(), without the students a group does not run at a V (group_vocab_sizes)."""
     if SWEEP:
         wildcards = {"vocab": KS, **wildcards}  # sub-run outermost
-    return expand(pattern, **wildcards) if wildcards else [pattern]
+    if not wildcards:
+        return [pattern]
+    keys = list(wildcards)
+    combos = [dict(zip(keys, c)) for c in itertools.product(*(wildcards[k] for k in keys))]
+    combos = [c for c in combos if _wanted(c)]
+    return expand(pattern, zip, **{k: [c[k] for c in combos] for k in keys})
 
 
 def fill(pattern):

@@ -19,6 +19,7 @@ rule gradient_analysis:
 
 
 if SPEC.curves:  # the token task: the diagnostic on real data
+    TOKEN_GROUPS = [g for g in METHODS if TOKEN_VOCAB in GROUP_VOCABS[g]]  # its V's students
 
     rule token_gradients:
         """Mean |dL/dz_c| against the rank of pi_bar_c on validation tokens, and the share of
@@ -31,7 +32,7 @@ if SPEC.curves:  # the token task: the diagnostic on real data
             members=[f"{R}/V{TOKEN_VOCAB}/members/seed{s}/model.safetensors" for s in MEMBER_SEEDS],
             students=[
                 f"{R}/V{TOKEN_VOCAB}/students/{g}/seed{STUDENT_SEEDS[0]}/model.safetensors"
-                for g in METHODS
+                for g in TOKEN_GROUPS
             ],
         output:
             profile=f"{R}/gradient_analysis/token_profile.csv",
@@ -40,7 +41,7 @@ if SPEC.curves:  # the token task: the diagnostic on real data
             data=lambda wc, input: os.path.dirname(input.data),
             teacher=lambda wc, input: os.path.dirname(input.teacher),
             students=lambda wc, input: " ".join(
-                f"'{g}={p}'" for g, p in zip(METHODS, input.students)
+                f"'{g}={p}'" for g, p in zip(TOKEN_GROUPS, input.students)
             ),
             sentences=int(config.get("gradient_analysis", {}).get("token_sentences", 200)),
             vocab=TOKEN_VOCAB,
