@@ -142,6 +142,10 @@ def test_a_group_can_run_at_some_vocab_sizes_only(text_smoke, tmp_path):
     for bad, words in (
         ({"nogroup": [small]}, "group_vocab_sizes.nogroup: not a method group"),
         ({"pd_end2": [small, 7]}, "is not a subset of vocab_sizes"),
+        (
+            {g: [max(cfg["vocab_sizes"])] for g in cfg["students"]["methods"]},
+            "no method group runs",
+        ),
     ):
         wrong = {**cfg, "group_vocab_sizes": bad}
         r = snakemake("-n", "--configfile", write_config(wrong, tmp_path / "bad.yaml"))

@@ -127,7 +127,9 @@ def _wanted(combo):
     """Whether a wildcard combination is part of the run: a student (method or system wildcard)
     only at the V its group runs at."""
     group = combo.get("method") or parse_system(combo.get("system", "ensemble"))[0]
-    return "vocab" not in combo or group not in GROUP_VOCABS or combo["vocab"] in GROUP_VOCABS[group]
+    if "vocab" not in combo or group not in GROUP_VOCABS:  # no sweep; members, ensemble
+        return True
+    return combo["vocab"] in GROUP_VOCABS[group]
 
 
 def runs(pattern, **wildcards):

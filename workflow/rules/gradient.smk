@@ -20,6 +20,11 @@ rule gradient_analysis:
 
 if SPEC.curves:  # the token task: the diagnostic on real data
     TOKEN_GROUPS = [g for g in METHODS if TOKEN_VOCAB in GROUP_VOCABS[g]]  # its V's students
+    if not TOKEN_GROUPS:
+        raise ValueError(
+            f"gradient_analysis.token_vocab: no method group runs at V={TOKEN_VOCAB} "
+            "(group_vocab_sizes); set token_vocab to a V one of them runs at"
+        )
 
     rule token_gradients:
         """Mean |dL/dz_c| against the rank of pi_bar_c on validation tokens, and the share of
