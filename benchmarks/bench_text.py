@@ -46,24 +46,6 @@ from pipeline.tasks.text import model as lm
 from pipeline.tasks.text import teacher as TT
 
 
-@torch.no_grad()
-def cached_features(members, batches, data) -> TT.TrainFeatures:
-    """The features cache of the benchmark's sequences (only those its batches read)."""
-    used = torch.cat(batches).unique()
-    lengths = data["lengths"].long()
-    feats = torch.cat(
-        [
-            torch.stack([m.hidden(lm.trim(data["inputs"][i : i + 1])) for m in members], 1)
-            for i in used
-        ]
-    )
-    starts = torch.zeros_like(lengths)
-    starts[used] = torch.cumsum(lengths[used], 0) - lengths[used]
-    weight = torch.stack([m.head.weight for m in members])
-    bias = torch.stack([m.head.bias for m in members])
-    return TT.TrainFeatures(feats, starts, lengths, weight, bias, "cpu")
-
-
 def step_times(method, members, cache, batches, data, vocab, dim, layers, every, warmup=3):
     torch.manual_seed(0)
     model = lm.TokenLSTM(vocab, dim, layers)
@@ -148,7 +130,9 @@ def main() -> None:
             lm.TokenLSTM(vocab, args.dim, args.layers).eval().requires_grad_(False)
             for _ in range(args.members)
         ]
-        cache = cached_features(members, batches, data)
+        cache = TT.TrainFeatures.from_tensors(
+            TT.train_features(args.data, vocab, members, 32), None, "cpu"
+        )
         base = None
         print(f"\nV = {vocab}")
         print(f"{'method':15s} {'tokens/s':>9s} {'x CE':>6s}  share of the step")

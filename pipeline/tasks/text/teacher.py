@@ -106,7 +106,7 @@ def build_teacher(
         atomic_save(tensors, out / f"{split}.safetensors")
         tokens[split] = int(tensors["target"].numel())
         sha[split] = sha256_file(out / f"{split}.safetensors")
-    train = _train_features(data_dir, vocab, members, batch)
+    train = train_features(data_dir, vocab, members, batch)
     atomic_save(train, out / f"{TRAIN}.safetensors")
     sha[TRAIN] = sha256_file(out / f"{TRAIN}.safetensors")
     info = {
@@ -130,7 +130,7 @@ def build_teacher(
 
 
 @torch.no_grad()
-def _train_features(data_dir: Path, vocab: int, members: list, batch: int) -> dict:
+def train_features(data_dir: Path, vocab: int, members: list, batch: int) -> dict:
     """The members' last hidden states on every target token of the train split: ``features
     [tokens, M, d]`` float32 in the order the members emit logits (sequence by sequence),
     ``lengths [N]`` (tokens per train sequence), and the output layers ``head_weight [M, V, d]``,
@@ -174,7 +174,7 @@ def load_split(teacher_dir: Path, split: str, info: dict) -> dict[str, torch.Ten
 
 
 class TrainFeatures:
-    """Members' logits on train sequences from their cached features (:func:`_train_features`).
+    """Members' logits on train sequences from their cached features (:func:`train_features`).
 
     Args:
         features: ``[tokens, M, d]`` float32; ``starts [N]``, ``lengths [N]``: the first feature
@@ -189,6 +189,17 @@ class TrainFeatures:
         self.weight, self.bias = head_weight.to(device), head_bias.to(device)
 
     @classmethod
+    def from_tensors(cls, t: dict, rows: torch.Tensor | None, device) -> TrainFeatures:
+        """From the tensors :func:`train_features` writes, for the train sequences ``rows``
+        (``None``: all, in order)."""
+        lengths = t["lengths"]
+        rows = torch.arange(len(lengths)) if rows is None else rows
+        starts = torch.cumsum(lengths, 0) - lengths
+        return cls(
+            t["features"], starts[rows], lengths[rows], t["head_weight"], t["head_bias"], device
+        )
+
+    @classmethod
     def load(cls, teacher_dir, info: dict, inputs: torch.Tensor, device) -> TrainFeatures:
         """The features of the teacher cache ``teacher_dir`` (manifest ``info``) for the job's
         train ``inputs [N, L]``: the whole train split or the subset
@@ -201,8 +212,9 @@ class TrainFeatures:
         if TRAIN not in info.get("sha256", {}):
             raise ArtifactError(path, "is missing from the teacher cache (an older cache?)", RULE)
         t = load_split(teacher_dir, TRAIN, info)
-        feats, lengths = t["features"], t["lengths"]
-        weight, bias = t["head_weight"], t["head_bias"]
+        feats, lengths, weight, bias = (
+            t[k] for k in ("features", "lengths", "head_weight", "head_bias")
+        )
         m, vocab = len(info["member_sha256"]), int(info["vocab"])
         if (
             feats.ndim != 3
@@ -213,11 +225,10 @@ class TrainFeatures:
         ):
             raise ArtifactError(path, f"does not hold features of {m} members at V={vocab}", RULE)
         rows = TD.train_rows(len(lengths), len(inputs))
-        rows = torch.arange(len(lengths)) if rows is None else rows
-        if len(rows) != len(inputs) or not torch.equal(lengths[rows], (inputs >= 0).sum(1)):
+        kept = lengths if rows is None else lengths[rows]
+        if len(kept) != len(inputs) or not torch.equal(kept, (inputs >= 0).sum(1)):
             raise ArtifactError(path, "was built from another train split", RULE)
-        starts = torch.cumsum(lengths, 0) - lengths
-        return cls(feats, starts[rows], lengths[rows], weight, bias, device)
+        return cls.from_tensors(t, rows, device)
 
     def tokens(self, idx: torch.Tensor) -> torch.Tensor:
         """``[T]`` feature rows of the target tokens of ``idx``, in the members' logit order."""
