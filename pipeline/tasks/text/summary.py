@@ -31,7 +31,8 @@ REFERENCE = "end"
 def convergence(tidy: pd.DataFrame) -> pd.DataFrame:
     """Per V: test top-1 agreement with the ensemble of a single member (mean ± std over
     members) and of every student group (mean ± std over seeds), and whether the criterion
-    held (``converged``: EnD's mean >= the members' mean; ``n/a`` without an EnD group)."""
+    held (``converged``: EnD's mean >= the members' mean; ``n/a`` without an EnD group). A group
+    that does not run at a V (``group_vocab_sizes``) reads ``not run`` there."""
     a = tidy[(tidy["split"] == "test") & (tidy["metric"] == "agreement")]
     stats = mean_std(a, ["vocab", "group"])
     rows = []
@@ -50,7 +51,9 @@ def convergence(tidy: pd.DataFrame) -> pd.DataFrame:
         else:
             row["converged"] = "n/a (no EnD or member rows)"
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    groups = [c for c in table.columns if c not in ("V", "converged")]
+    return table.fillna(dict.fromkeys(groups, "not run"))  # a group only at some V
 
 
 def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str, Table]:

@@ -83,3 +83,18 @@ def test_convergence_table_applies_the_criterion_per_v(tmp_path):
     assert conv.loc[1000, "converged"] == "no (EnD 0.820 vs member 0.860)"
     assert conv.loc[1000, "PD-EnD² moff0"] == "0.710 ± 0.014"
     assert (tmp_path / "tables" / "convergence.md").read_text().startswith("|")
+
+
+def test_convergence_table_marks_a_group_that_does_not_run_at_a_v(tmp_path):
+    """group_vocab_sizes: a group run at one V only reads ``not run`` at the others."""
+    agree = {(100, "member"): 0.9, (100, "end"): 0.92, (100, "pd_end2"): 0.5}
+    agree |= {(1000, "member"): 0.85, (1000, "end"): 0.86}
+    rows = [{"system": f"{g}-0", "group": g, "seed": 0, "vocab": v, "split": "test",
+             "metric": "agreement", "measure": "", "value": a}
+            for (v, g), a in agree.items()]  # fmt: skip
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    conv = aggregate("text", [path], tmp_path / "tables")["convergence"].frame.set_index("V")
+    assert conv.loc[100, "PD-EnD²"] == "0.500" and conv.loc[1000, "PD-EnD²"] == "not run"
+    assert conv.loc[1000, "converged"] == "yes (EnD 0.860 vs member 0.850)"
+    assert "not run" in (tmp_path / "tables" / "convergence.md").read_text()
