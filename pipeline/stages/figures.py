@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-from pipeline import tasks  # noqa: E402
+from pipeline import methods, tasks  # noqa: E402
 from pipeline.io import atomic_path, reported  # noqa: E402
 from pipeline.maths import metrics as Mx  # noqa: E402
-from pipeline.methods import COLORS, METHODS, color, label, order, parse_system  # noqa: E402
+from pipeline.methods import COLORS, METHODS, label, order, parse_system  # noqa: E402
 from pipeline.tables import read_tidy  # noqa: E402
 
 MEASURE_LABELS = {
@@ -49,6 +49,23 @@ MEASURE_LABELS = {
     "neg_confidence": "−confidence",
     "seq_nll": "−(1/L) ln P(y|x)",
 }
+
+
+_PALETTE: dict[str, str] = {}
+"""The run's colour per group (:func:`pipeline.methods.palette`), set by :func:`draw`."""
+
+
+def color(group: str) -> str:
+    """A group's colour in this run's figures: the run's palette, else :func:`methods.color`."""
+    return _PALETTE.get(group) or methods.color(group)
+
+
+def run_groups(task: str, args: argparse.Namespace) -> list[str]:
+    """Every system group of the run, from its sweep table (text) or tidy metrics (image)."""
+    table = args.sweep if tasks.spec(task).sweeps_classes else args.tidy
+    if table is None:
+        return []
+    return sorted(set(pd.read_csv(table, usecols=["group"])["group"].astype(str)))
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -554,7 +571,11 @@ def learning_curves(files: list[Path], out: Path) -> list[Path]:
                 ax.set_ylabel(ylabel)
             if i == 0:
                 ax.set_title(f"V = {v:,}")
-    axes[0, 0].legend(fontsize=7)
+    handles = {}  # every group of every panel, once (a group may run at some V only)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7)
     fig.tight_layout()
     return _save(fig, out, "learning_curves")
 
@@ -567,6 +588,8 @@ def _given(value, flag: str):
 
 def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
     """Every figure of ``task`` (its :class:`pipeline.tasks.TaskSpec`), from the given files."""
+    _PALETTE.clear()
+    _PALETTE.update(methods.palette(run_groups(task, args)))
     makers = {
         "rejection_curves": lambda: rejection_curves(args.per_example, out),
         "ood_histograms": lambda: ood_histograms(args.per_example, out),

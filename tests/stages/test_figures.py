@@ -1,10 +1,13 @@
 """Stage figures: every figure of each task, drawn from the files it is given and no others."""
 
 import argparse
+import shutil
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
+from pipeline import methods
 from pipeline.stages import figures as F
 from pipeline.stages.aggregate import aggregate
 from pipeline.stages.gradient_analysis import rank_profile, run
@@ -128,3 +131,26 @@ def test_class_sweep_learning_curve_and_token_gradient_figures(tmp_path, gradien
 def test_head_share_labels_are_the_registry_names(gradient):
     shares = pd.read_csv(gradient / "head_share.csv")
     assert set(shares["method"]) == {"end", "end2", "pd_end2"}
+
+
+def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colours(
+    tmp_path, monkeypatch
+):
+    """A group that runs at the second V only is still in the legend, and two variants whose
+    name-hash colours collide (pd_end2_moff0, pd_end2_bias) are drawn in different colours."""
+    files = fake_curves(tmp_path / "runs")
+    for group in ("pd_end2_bias", "end_bias"):  # at V = 1000 only
+        d = tmp_path / "runs" / "V1000" / "students" / group / "seed0"
+        d.mkdir(parents=True)
+        shutil.copyfile(files[0], d / "curve.csv")
+        files.append(d / "curve.csv")
+    figs = []
+    monkeypatch.setattr(F, "_save", lambda fig, out, name: figs.append(fig) or [])
+    monkeypatch.setattr(F, "_PALETTE", methods.palette(["end", "pd_end2_moff0", "pd_end2_bias",
+                                                        "end_bias"]))  # fmt: skip
+    F.learning_curves(files, tmp_path / "fig")
+    legend = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert {"EnD", "PD-EnD² moff0", "PD-EnD² bias", "EnD bias", "single member"} == set(legend)
+    colours = {line.get_label(): line.get_color() for ax in figs[0].axes for line in ax.get_lines()}
+    assert colours["PD-EnD² moff0"] != colours["PD-EnD² bias"]
+    plt.close(figs[0])
