@@ -55,7 +55,6 @@ __all__ = [
     "member_transform",
     "model_offset",
     "needs_members",
-    "palette",
     "order",
     "parse_system",
     "resolve_options",
@@ -194,21 +193,10 @@ def label(group: str) -> str:
 
 def color(group: str) -> str:
     """A group's colour: :data:`COLORS`, a variant one of :data:`VARIANT_PALETTE` (stable in
-    its name; two variants can share one, so a figure of several uses :func:`palette`)."""
+    its name)."""
     if group in COLORS:
         return COLORS[group]
     return VARIANT_PALETTE[zlib.crc32(group.encode()) % len(VARIANT_PALETTE)]
-
-
-def palette(groups) -> dict[str, str]:
-    """Colours for a run's groups: :data:`COLORS` for the registered ones; the variants take the
-    entries of :data:`VARIANT_PALETTE` in :func:`order`, so no two variants of a run share a
-    colour (up to its 7 entries, then they repeat). Every figure of a run uses the same map."""
-    groups = sorted(set(groups), key=order)
-    variants = [g for g in groups if g not in COLORS]
-    return {g: COLORS[g] for g in groups if g in COLORS} | {
-        g: VARIANT_PALETTE[i % len(VARIANT_PALETTE)] for i, g in enumerate(variants)
-    }
 
 
 def order(group: str) -> tuple[int, str]:

@@ -52,12 +52,26 @@ MEASURE_LABELS = {
 
 
 _PALETTE: dict[str, str] = {}
-"""The run's colour per group (:func:`pipeline.methods.palette`), set by :func:`draw`."""
+"""The run's colour per group (:func:`palette`), set by :func:`draw`."""
 
 
 def color(group: str) -> str:
     """A group's colour in this run's figures: the run's palette, else :func:`methods.color`."""
     return _PALETTE.get(group) or methods.color(group)
+
+
+def palette(groups) -> dict[str, str]:
+    """Colours for a run's groups: :data:`pipeline.methods.COLORS` for the registered ones; the
+    variants take the entries of ``VARIANT_PALETTE`` in :func:`pipeline.methods.order`, so no two
+    variants of a run share a colour (up to its 7 entries, then they repeat), where
+    :func:`pipeline.methods.color`'s name hash can give two the same. Every figure of a run uses
+    the same map. (Here, not in :mod:`pipeline.methods`, which every stage imports: a colour
+    change must not retrain anything.)"""
+    groups = sorted(set(groups), key=order)
+    variants = [g for g in groups if g not in COLORS]
+    return {g: COLORS[g] for g in groups if g in COLORS} | {
+        g: methods.VARIANT_PALETTE[i % len(methods.VARIANT_PALETTE)] for i, g in enumerate(variants)
+    }
 
 
 def run_groups(task: str, args: argparse.Namespace) -> list[str]:
@@ -589,7 +603,7 @@ def _given(value, flag: str):
 def draw(task: str, out: Path, args: argparse.Namespace) -> list[Path]:
     """Every figure of ``task`` (its :class:`pipeline.tasks.TaskSpec`), from the given files."""
     _PALETTE.clear()
-    _PALETTE.update(methods.palette(run_groups(task, args)))
+    _PALETTE.update(palette(run_groups(task, args)))
     makers = {
         "rejection_curves": lambda: rejection_curves(args.per_example, out),
         "ood_histograms": lambda: ood_histograms(args.per_example, out),

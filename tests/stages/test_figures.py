@@ -146,11 +146,20 @@ def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colo
         files.append(d / "curve.csv")
     figs = []
     monkeypatch.setattr(F, "_save", lambda fig, out, name: figs.append(fig) or [])
-    monkeypatch.setattr(F, "_PALETTE", methods.palette(["end", "pd_end2_moff0", "pd_end2_bias",
-                                                        "end_bias"]))  # fmt: skip
+    monkeypatch.setattr(F, "_PALETTE", F.palette(["end", "pd_end2_moff0", "pd_end2_bias",
+                                                  "end_bias"]))  # fmt: skip
     F.learning_curves(files, tmp_path / "fig")
     legend = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
     assert {"EnD", "PD-EnD² moff0", "PD-EnD² bias", "EnD bias", "single member"} == set(legend)
     colours = {line.get_label(): line.get_color() for ax in figs[0].axes for line in ax.get_lines()}
     assert colours["PD-EnD² moff0"] != colours["PD-EnD² bias"]
     plt.close(figs[0])
+
+
+def test_palette_gives_a_runs_variants_distinct_colours():
+    """The name hash of methods.color can collide; the run's palette cannot (up to 7 variants)."""
+    assert methods.color("pd_end2_moff0") == methods.color("pd_end2_bias")
+    pal = F.palette(["pd_end2_bias", "end", "pd_end2_moff0", "end2_orig", "member"])
+    assert pal["end"] == methods.COLORS["end"] and pal["member"] == methods.COLORS["member"]
+    variants = [pal[g] for g in ("end2_orig", "pd_end2_bias", "pd_end2_moff0")]
+    assert len(set(variants)) == 3 and set(variants) <= set(methods.VARIANT_PALETTE)
