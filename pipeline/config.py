@@ -29,26 +29,35 @@ class ConfigError(ValueError):
         super().__init__(f"config key {key}: {value!r} is not allowed: {allowed}")
 
 
+def _string_keys(prefix: str, mapping: dict, what: str, source: str, allowed: list) -> None:
+    """Every key of ``mapping`` is one of ``allowed`` (the config list ``source``) written as a
+    string."""
+    for key in mapping:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{prefix}.{key}",
+                key,
+                f"keys are {what}s written as strings (quote it: '{key}': ...)",
+            )
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key}", key, f"a {what} of {source} {allowed}")
+
+
 def check_keys(config: dict) -> None:
     """What must hold before the schema is applied (the schema validator itself fails with a
     TypeError on non-string keys): ``ensemble.overrides`` is keyed by seeds of
-    ``ensemble.seeds`` written as strings."""
+    ``ensemble.seeds`` and ``vocab_overrides`` by sizes of ``vocab_sizes``, written as strings."""
     ens = config.get("ensemble") or {}
     seeds = [str(s) for s in ens.get("seeds", [])]
-    for key in ens.get("overrides") or {}:
-        if not isinstance(key, str):
-            raise ConfigError(
-                f"ensemble.overrides.{key}",
-                key,
-                f"keys are seeds written as strings (quote it: '{key}': ...)",
-            )
-        if key not in seeds:
-            raise ConfigError(f"ensemble.overrides.{key}", key, f"a seed of ensemble.seeds {seeds}")
+    _string_keys("ensemble.overrides", ens.get("overrides") or {}, "seed", "ensemble.seeds", seeds)
+    vocabs = [str(v) for v in config.get("vocab_sizes") or []]
+    overrides = config.get("vocab_overrides") or {}
+    _string_keys("vocab_overrides", overrides, "size", "vocab_sizes", vocabs)
 
 
 def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
     """``(key prefix, training config)`` of every job that trains: each member (shared settings
-    + its overrides) and the students."""
+    + its overrides), the students, and the students at each V of ``vocab_overrides``."""
     ens = config["ensemble"]
     shared = {k: v for k, v in ens.items() if k not in ("seeds", "overrides")}
     overrides = ens.get("overrides") or {}
@@ -56,7 +65,10 @@ def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
         own = overrides.get(str(seed), {})
         prefix = f"ensemble.overrides.{seed}" if own else "ensemble"
         yield prefix, {**shared, **own}
-    yield "students", {k: v for k, v in config["students"].items() if k != "methods"}
+    students = {k: v for k, v in config["students"].items() if k != "methods"}
+    yield "students", students
+    for vocab, budget in (config.get("vocab_overrides") or {}).items():
+        yield f"vocab_overrides.{vocab}", {**students, **budget}
 
 
 def check_training(prefix: str, cfg: dict) -> None:

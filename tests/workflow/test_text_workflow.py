@@ -150,3 +150,30 @@ def test_a_group_can_run_at_some_vocab_sizes_only(text_smoke, tmp_path):
         wrong = {**cfg, "group_vocab_sizes": bad}
         r = snakemake("-n", "--configfile", write_config(wrong, tmp_path / "bad.yaml"))
         assert r.returncode != 0 and words in r.stdout + r.stderr, r.stderr[-1500:]
+
+
+def test_a_vocab_override_retrains_only_the_students_at_that_vocab(text_smoke, tmp_path):
+    """vocab_overrides: a longer budget at one V reruns every group's students there (and their
+    evaluations), with that budget; members, the learning-rate trials and the other V keep
+    theirs. Keys that are not quoted sizes of vocab_sizes, or a budget no job can run, stop it."""
+    cfg, _, _ = text_smoke
+    big, seeds = max(cfg["vocab_sizes"]), len(cfg["students"]["seeds"])
+    longer = {**cfg, "vocab_overrides": {str(big): {"epochs": 2}}}
+    r = snakemake("-n", "-p", "--configfile", write_config(longer, tmp_path / "c.yaml"))
+    out = r.stdout + r.stderr
+    counts = job_counts(out)
+    students = len(cfg["students"]["methods"]) * seeds
+    assert counts.get("distill") == students and counts.get("evaluate") == students, counts
+    assert {"train_member", "cache_teacher", "lr_trial", "prepare_data"}.isdisjoint(counts), counts
+    launches = [line for line in out.splitlines() if "pipeline.stages.distill" in line]
+    assert len(launches) == students
+    assert all(f"--num-classes {big} " in line and '"epochs": 2' in line for line in launches)
+    for bad, words in (
+        ({big: {"epochs": 2}}, f"vocab_overrides.{big}: {big} is not allowed: keys are sizes"),
+        ({"7": {"epochs": 2}}, "a size of vocab_sizes"),
+        ({str(big): {"lr": 0.1}}, "'lr' was unexpected"),
+        ({str(big): {"warmup_epochs": 2}}, f"vocab_overrides.{big}.warmup_epochs"),
+    ):
+        wrong = {**cfg, "vocab_overrides": bad}
+        r = snakemake("-n", "--configfile", write_config(wrong, tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and words in r.stdout + r.stderr, (words, r.stderr[-1500:])

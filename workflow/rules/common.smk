@@ -179,11 +179,13 @@ def teacher_config():
     return t
 
 
-def student_config(group):
-    """The students config slice of one method group: its registered ``method``, its
-    ``options``, and ``group`` where it is a variant (pipeline.methods.variant)."""
+def student_config(group, vocab=None):
+    """The students config slice of one method group at sub-run V = ``vocab``: the shared
+    settings, that V's budget (vocab_overrides, the same for every group), its registered
+    ``method``, its ``options``, and ``group`` where it is a variant (pipeline.methods.variant)."""
     s = config["students"]
     cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
+    cfg.update((config.get("vocab_overrides") or {}).get(str(vocab), {}))
     cfg["method"], cfg["options"] = variant(group, s["methods"][group])
     if group != cfg["method"]:
         cfg["group"] = group
@@ -204,7 +206,8 @@ TOKEN_VOCAB = int(_GA.get("token_vocab", LR_VOCAB or (max(KS) if KS else 0)))
 
 
 def lr_trial_config(group, lr):
-    """A trial's config: the group's students slice, lr_search.overrides, the trial's rate."""
+    """A trial's config: the group's students slice (without vocab_overrides: the trials' budget
+    is lr_search.overrides), lr_search.overrides, the trial's rate."""
     return {**student_config(group), **LR_SEARCH.get("overrides", {}), "lr": float(lr)}
 
 

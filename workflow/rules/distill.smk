@@ -25,7 +25,7 @@ rule distill:
         task=TASK,
         device=DEVICE,
         k=k_arg,
-        cfg=lambda wc: as_json(student_config(wc.method)),
+        cfg=lambda wc: as_json(student_config(wc.method, wc.get("vocab"))),
         data=lambda wc, input: os.path.dirname(input.data),
         teacher=lambda wc, input: os.path.dirname(input.teacher),
         ckpt=fill(f"{RUN}/checkpoints/students/{{method}}/seed{{seed}}.pt"),
