@@ -15,18 +15,11 @@ import re
 from collections.abc import Iterator
 
 from pipeline import methods
+from pipeline.errors import ConfigError
 
 RESULTS_PATTERN = re.compile(r"^[A-Za-z0-9_.+/=,@:~-]+$")
 ADAM_KEYS = ("betas",)
 SGD_KEYS = ("momentum", "nesterov")
-
-
-class ConfigError(ValueError):
-    """A config value no job can run with."""
-
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"config key {key}: {value!r} is not allowed: {allowed}")
 
 
 def _string_keys(prefix: str, mapping: dict, what: str, source: str, allowed: list) -> None:

@@ -47,9 +47,9 @@ class MissingArtifact(ArtifactError, FileNotFoundError):
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Around a stage's work: an :class:`ArtifactError` or a
-    :class:`pipeline.config.ConfigError` ends the process with its message on stderr and exit
+    :class:`pipeline.errors.ConfigError` ends the process with its message on stderr and exit
     status 2 (no traceback: the message says what to do)."""
-    from pipeline.config import ConfigError
+    from pipeline.errors import ConfigError
 
     try:
         yield

@@ -78,6 +78,18 @@ def test_stage_closures_of_the_real_package():
         stage_closure("nope", "image", REPO)
 
 
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_no_stage_reruns_when_a_config_check_changes(task):
+    """pipeline/config.py runs while Snakemake builds the DAG; the stages raise ConfigError from
+    pipeline/errors.py, so an edit of a check is in no rule's code inputs."""
+    stages = [p.stem for p in (PKG / "stages").glob("*.py") if p.stem != "__init__"]
+    for stage in stages:
+        closure = {p.relative_to(PKG).as_posix() for p in stage_closure(stage, task, REPO)}
+        assert "config.py" not in closure, stage
+    prepare = {p.relative_to(PKG).as_posix() for p in stage_closure("prepare", task, REPO)}
+    assert "errors.py" in prepare  # the prepare stage refuses data-dependent config values
+
+
 def _imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -27,7 +27,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from pipeline import __version__
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
     ArtifactError,

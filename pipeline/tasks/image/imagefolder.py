@@ -24,7 +24,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.io import ArtifactError, atomic_save, atomic_write_text, fingerprint, read_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from pipeline import __version__
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
     ArtifactError,
