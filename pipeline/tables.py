@@ -107,6 +107,15 @@ def resources_table(records: list[Path], root: Path | None = None) -> pd.DataFra
     return pd.DataFrame(rows, columns=RESOURCE_COLUMNS)
 
 
+def history_run(path: Path | str) -> tuple[int, str]:
+    """``(V, method)`` of a token-task ``history.csv`` at ``.../V{vocab}/members/seed{s}/``
+    (method ``cross_entropy``) or ``.../V{vocab}/students/{method}/seed{s}/``."""
+    parts = Path(path).parts
+    vdir = next(p for p in reversed(parts) if p.startswith("V") and p[1:].isdigit())
+    i = parts.index(vdir)
+    return int(vdir[1:]), "cross_entropy" if parts[i + 1] == "members" else parts[i + 2]
+
+
 def speed_table(histories: list[Path]) -> pd.DataFrame:
     """Training throughput per V and method from the runs' ``history.csv`` (paths
     ``.../V{vocab}/members/...`` or ``.../V{vocab}/students/{method}/...``): training samples
@@ -114,14 +123,11 @@ def speed_table(histories: list[Path]) -> pd.DataFrame:
     runs, and the ratio to cross-entropy training of the same model (the members)."""
     rows = []
     for path in histories:
-        parts = Path(path).parts
-        vdir = next(p for p in reversed(parts) if p.startswith("V") and p[1:].isdigit())
-        i = parts.index(vdir)
-        method = "cross_entropy" if parts[i + 1] == "members" else parts[i + 2]
+        vocab, method = history_run(path)
         h = pd.read_csv(path)
         rows.append(
             {
-                "vocab": int(vdir[1:]),
+                "vocab": vocab,
                 "method": method,
                 "tokens_per_s": h["train_samples"].sum() / h["train_seconds"].sum(),
             }

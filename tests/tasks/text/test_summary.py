@@ -98,3 +98,26 @@ def test_convergence_table_marks_a_group_that_does_not_run_at_a_v(tmp_path):
     assert conv.loc[100, "PD-EnD²"] == "0.500" and conv.loc[1000, "PD-EnD²"] == "not run"
     assert conv.loc[1000, "converged"] == "yes (EnD 0.860 vs member 0.850)"
     assert "not run" in (tmp_path / "tables" / "convergence.md").read_text()
+
+
+def test_convergence_table_names_each_vs_student_budget(tmp_path):
+    """The budget column comes from the students' histories (epochs, train tokens), not from the
+    config; the members' histories do not count, and a V whose students differ lists each."""
+    hist = fake_histories(tmp_path)  # a member and an EnD2 student: 2 epochs of 1,000 tokens
+    p = tmp_path / "V1000" / "students" / "end2" / "seed0"
+    p.mkdir(parents=True)
+    pd.DataFrame({"train_samples": [1500] * 3, "train_seconds": [1.0] * 3}).to_csv(
+        p / "history.csv", index=False
+    )
+    q = tmp_path / "V1000" / "students" / "pd_end2" / "seed0"
+    q.mkdir(parents=True)
+    pd.DataFrame({"train_samples": [900], "train_seconds": [1.0]}).to_csv(
+        q / "history.csv", index=False
+    )
+    tables = aggregate(
+        "text", fake_tidy(tmp_path), tmp_path / "out", [*hist, p / "history.csv", q / "history.csv"]
+    )
+    conv = tables["convergence"].frame.set_index("V")
+    assert list(conv.columns)[:2] == ["student budget", "single member"]
+    assert conv.loc[100, "student budget"] == "2 epochs, 2,000 tokens"
+    assert conv.loc[1000, "student budget"] == "1 epoch, 900 tokens / 3 epochs, 4,500 tokens"
