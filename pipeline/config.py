@@ -48,6 +48,14 @@ def check_keys(config: dict) -> None:
     _string_keys("vocab_overrides", overrides, "size", "vocab_sizes", vocabs)
 
 
+def student_settings(config: dict, vocab=None) -> dict:
+    """The students' shared training settings (no ``seeds``, no ``methods``) at sub-run
+    V = ``vocab``: ``students`` with that V's ``vocab_overrides`` budget on top (none for
+    ``vocab=None``). The workflow's student configs and :func:`training_slices` both use it."""
+    students = {k: v for k, v in config["students"].items() if k not in ("seeds", "methods")}
+    return {**students, **(config.get("vocab_overrides") or {}).get(str(vocab), {})}
+
+
 def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
     """``(key prefix, training config)`` of every job that trains: each member (shared settings
     + its overrides), the students, and the students at each V of ``vocab_overrides``."""
@@ -58,10 +66,9 @@ def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
         own = overrides.get(str(seed), {})
         prefix = f"ensemble.overrides.{seed}" if own else "ensemble"
         yield prefix, {**shared, **own}
-    students = {k: v for k, v in config["students"].items() if k != "methods"}
-    yield "students", students
-    for vocab, budget in (config.get("vocab_overrides") or {}).items():
-        yield f"vocab_overrides.{vocab}", {**students, **budget}
+    yield "students", student_settings(config)
+    for vocab in config.get("vocab_overrides") or {}:
+        yield f"vocab_overrides.{vocab}", student_settings(config, vocab)
 
 
 def check_training(prefix: str, cfg: dict) -> None:

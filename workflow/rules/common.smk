@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from pipeline import tasks
-from pipeline.config import check as check_config, check_keys
+from pipeline.config import check as check_config, check_keys, student_settings
 from pipeline.imports import stage_closure
 from pipeline.methods import needs_members, parse_system, variant
 from pipeline.progress import record_for
@@ -183,10 +183,8 @@ def student_config(group, vocab=None):
     """The students config slice of one method group at sub-run V = ``vocab``: the shared
     settings, that V's budget (vocab_overrides, the same for every group), its registered
     ``method``, its ``options``, and ``group`` where it is a variant (pipeline.methods.variant)."""
-    s = config["students"]
-    cfg = {k: v for k, v in s.items() if k not in ("seeds", "methods")}
-    cfg.update((config.get("vocab_overrides") or {}).get(str(vocab), {}))
-    cfg["method"], cfg["options"] = variant(group, s["methods"][group])
+    cfg = student_settings(config, vocab)
+    cfg["method"], cfg["options"] = variant(group, config["students"]["methods"][group])
     if group != cfg["method"]:
         cfg["group"] = group
     return cfg
