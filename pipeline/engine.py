@@ -2,10 +2,13 @@
 every task, its optimisers and schedules, and the command line of the training stages.
 
 Determinism: epoch ``e`` draws its shuffling, augmentation and dropout from generators seeded by
-``(seed, e)``, so a run resumed from the checkpoint of epoch ``e`` is bit-identical on the CPU
-to an uninterrupted one. The checkpoint (model, optimizer, scheduler, history) is written
-atomically after every epoch, outside the rule's declared outputs, and is only reused when its
-fingerprint (config slice + inputs + seed) matches.
+``(seed, e)``, so a run resumed from a checkpoint is bit-identical on the CPU to an
+uninterrupted one. The checkpoint (model, optimizer, scheduler, history) is written atomically
+after every epoch and, within an epoch, after the first step that ends
+:data:`CHECKPOINT_MINUTES` after the last write (with the step reached, the dropout generator's
+state and the epoch's running sums; the resumed epoch replays its batch stream up to that step
+without training on it). It lives outside the rule's declared outputs and is only reused when
+its fingerprint (config slice + inputs + seed) matches.
 
 A task hands its training set to :func:`fit` as a :class:`Feed`: how many examples there are, how
 an epoch's index batches are drawn, and how a batch of indices becomes the model's input.
@@ -42,6 +45,12 @@ other steps take its float32 gradient alone (:mod:`pipeline.maths.values`). Cros
 has its value."""
 CURVE_FILE = "curve.csv"
 """The learning curve beside a model's ``history.csv`` (rows of :func:`fit`'s ``curve_fn``)."""
+CHECKPOINT_MINUTES = 10.0
+"""Default minutes of training between two checkpoints inside an epoch (one process on the CPU
+or one GPU; a data-parallel job checkpoints after each epoch only). The environment variable
+:data:`CHECKPOINT_MINUTES_ENV` sets it for a job; 0 checkpoints after each epoch only. Not part
+of any config slice: changing it retrains nothing and leaves every result the same."""
+CHECKPOINT_MINUTES_ENV = "PROXY_END2_CHECKPOINT_MINUTES"
 STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
 """Testing hook: stop (as if killed) after this many epochs of this run, keeping the checkpoint."""
 
@@ -52,14 +61,32 @@ class Interrupted(RuntimeError):
 
 class Diverged(RuntimeError):
     """The loss or the gradient became non-finite: training stops before the step is applied,
-    and the epoch is not checkpointed (the last checkpoint is that of the epoch before)."""
+    and nothing more is checkpointed (the last checkpoint is one written before that step)."""
 
     def __init__(self, what: str, epoch: int, step: int, steps: int):
         super().__init__(
             f"training diverged: {what} at epoch {epoch + 1}, step {step + 1}/{steps}. Lower the "
-            "learning rate, set grad_clip, or check the inputs; the run's last checkpoint is the "
-            "epoch before (its model was not written)"
+            "learning rate, set grad_clip, or check the inputs; the run's last checkpoint was "
+            "written before this step (its model was not written)"
         )
+
+
+def checkpoint_seconds() -> float:
+    """Seconds of training between checkpoints inside an epoch (:data:`CHECKPOINT_MINUTES`,
+    or :data:`CHECKPOINT_MINUTES_ENV`); 0: after each epoch only."""
+    raw = os.environ.get(CHECKPOINT_MINUTES_ENV)
+    if raw is None or raw.strip() == "":
+        return 60.0 * CHECKPOINT_MINUTES
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not math.isfinite(minutes) or minutes < 0:
+        raise ValueError(
+            f"{CHECKPOINT_MINUTES_ENV}={raw!r}: must be a number of minutes >= 0 "
+            "(0: checkpoint after each epoch only)"
+        )
+    return 60.0 * minutes
 
 
 def _read_checkpoint(path: Path, log: Callable[[str], None]) -> dict | None:
@@ -235,6 +262,13 @@ def fit(
     step of each epoch, as ``{"step", "epoch", "samples", **metrics}`` rows appended to
     ``curve`` (kept in the checkpoint too: a resumed run gives the same rows). It draws no
     random numbers, so training is the same with or without it.
+
+    Checkpoints: after every epoch, and inside an epoch after the first step that ends
+    :func:`checkpoint_seconds` after the last write (one process on the CPU or a GPU). A run
+    resumed inside an epoch replays that epoch's stream up to the step reached (``feed.stream``
+    must draw only from the generator it is given), restores the dropout generator and the
+    epoch's running sums, and trains on from there: on the CPU its weights, history and curve
+    are those of an uninterrupted run.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     n = feed.n
@@ -244,28 +278,60 @@ def fit(
     sched = make_scheduler(opt, cfg, steps)
     history: list[dict] = []
     points: list[dict] = []
-    start = 0
+    start, skip, partial = 0, 0, None  # epochs done; steps done in epoch ``start`` (sums)
     ckpt_path = Path(ckpt_path)
     state = _read_checkpoint(ckpt_path, log)
     if state is not None:
-        if state.get("fingerprint") == fp:
+        at = int(state.get("step", 0))
+        if state.get("fingerprint") == fp and 0 <= at < steps:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             history, start = state["history"], int(state["epoch"])
             points = list(state.get("curve", []))
-            log(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
+            skip, partial = (at, state["partial"]) if at else (0, None)
+            where = (
+                f"at step {skip}/{steps} of epoch {start + 1}/{epochs}"
+                if skip
+                else f"after epoch {start}/{epochs}"
+            )
+            log(f"resuming from {ckpt_path} {where}")
         else:
             log(f"ignoring stale checkpoint {ckpt_path} (config, code, data or seed changed)")
     world = D.world()
+    every_s = checkpoint_seconds()
+    if world.size > 1 or device.type not in ("cpu", "cuda"):
+        every_s = 0.0  # inside an epoch: one process, whose dropout generator it can restore
     net = D.data_parallel(model, device)  # ``model`` itself for one process
     stop_after = os.environ.get(STOP_AFTER_ENV)
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
     value_every = int(cfg.get("loss_value_every", LOSS_VALUE_EVERY))
-    board = _board(start * steps)
+    board = _board(start * steps + skip)
     curve_every = int(cfg.get("curve_every") or 0) if curve_fn is not None else 0
     samples = int(points[-1]["samples"]) if points else 0
+    if partial is not None:
+        samples = int(partial["samples"])
+
+    def save(epochs_done: int, steps_done: int = 0, sums: dict | None = None) -> None:
+        """The checkpoint: after ``epochs_done`` epochs and ``steps_done`` steps of the next
+        (with that epoch's running ``sums`` and the dropout generator's state)."""
+        state = {
+            "fingerprint": fp,
+            "epoch": epochs_done,
+            "step": steps_done,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": history,
+            "curve": points,
+        }
+        if steps_done:
+            rng = {"cpu_rng": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["cuda_rng"] = torch.cuda.get_rng_state(device)
+            state["partial"] = {**sums, **rng}
+        atomic_torch_save(state, ckpt_path)
 
     def point(epoch: int, global_step: int) -> None:
         if not world.main:  # rank 0 records the curve
@@ -281,7 +347,7 @@ def fit(
                     board.add_scalar(f"curve/{key}", value, global_step)
 
     try:
-        if curve_every and start == 0:
+        if curve_every and start == 0 and skip == 0:
             point(0, 0)
         board_every = max(1, steps // 100)  # at most ~100 step points per epoch
         for epoch in range(start, epochs):
@@ -297,6 +363,12 @@ def fit(
                 if len(batches) != steps:
                     raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
             total, count, rows_done = 0.0, 0, 0
+            valued, value, next_board = 0, None, board_every - 1
+            replay = skip if epoch == start else 0  # steps done before the checkpoint
+            if replay:
+                total, count, rows_done = partial["total"], partial["count"], partial["rows"]
+                valued, value, next_board = partial["valued"], partial["value"], partial["board"]
+                t0 -= partial["seconds"]
             progress = Progress(
                 n,
                 f"{JOB.name} epoch {epoch + 1}/{epochs}",
@@ -307,10 +379,17 @@ def fit(
                     "steps": steps,
                     "epoch_seconds": history[-1]["seconds"] if history else None,
                 },
+                done=count,
             )
-            valued, value, next_board = 0, None, board_every - 1
+            saved = time.perf_counter()
             shares = [D.shard(b) for b in batches]  # each rank's part of every global batch
             for step, (idx, x) in enumerate(feed.stream(shares, g, _epoch_seed(seed, epoch))):
+                if step < replay:  # trained before the checkpoint: only the stream moves on
+                    continue
+                if step == replay and replay:  # the dropout draws continue where they stopped
+                    torch.set_rng_state(partial["cpu_rng"])
+                    if "cuda_rng" in partial:
+                        torch.cuda.set_rng_state(partial["cuda_rng"], device)
                 D.kill_hook(epoch, step)
                 x = x.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -350,6 +429,13 @@ def fit(
                 if board is not None and not placeholder and step >= next_board:
                     board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
                     next_board = step + board_every
+                if every_s and step < steps - 1 and time.perf_counter() - saved >= every_s:
+                    if board is not None:
+                        board.flush()  # a resumed job purges the events after this step
+                    sums = {"total": total, "count": count, "rows": rows_done, "valued": valued}
+                    sums.update(value=value, board=next_board, samples=samples)
+                    save(epoch, step + 1, {**sums, "seconds": time.perf_counter() - t0})
+                    saved = time.perf_counter()
             row = {"epoch": epoch + 1, "train_loss": total / valued, "lr": sched.get_last_lr()[0]}
             row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
             row["train_samples"] = rows_done  # loss rows: images, target tokens
@@ -372,18 +458,7 @@ def fit(
                         board.add_scalar(f"epoch/{key}", value, (epoch + 1) * steps)
                 board.flush()
             if world.main:
-                atomic_torch_save(
-                    {
-                        "fingerprint": fp,
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "history": history,
-                        "curve": points,
-                    },
-                    ckpt_path,
-                )
+                save(epoch + 1)
             D.barrier()  # no rank leaves (stops, fails) while rank 0 writes the checkpoint
             if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
                 raise Interrupted(

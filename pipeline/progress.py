@@ -122,6 +122,8 @@ class Progress:
         every: seconds between lines and record updates (default :func:`every_seconds`).
         info: extra fields for the record (stage, epoch, epochs...).
         clock: the time source (tests pass a fake one).
+        done: units already done before this loop started (a resumed epoch); they count
+            towards ``total`` but not towards the rate.
     """
 
     def __init__(
@@ -135,12 +137,13 @@ class Progress:
         every: float | None = None,
         info: dict | None = None,
         clock: Callable[[], float] = time.monotonic,
+        done: int = 0,
     ) -> None:
         self.total, self.desc, self.unit, self.log = int(total), desc, unit, log
         self.record = Path(record) if record else JOB.record
         self.every = every_seconds() if every is None else float(every)
         self.info, self.clock = dict(info or {}), clock
-        self.n, self.loss = 0, None
+        self.n, self.initial, self.loss = int(done), int(done), None
         self.start = self.last = clock()
         self.lines = 0
 
@@ -168,11 +171,12 @@ class Progress:
                     unit=self.unit,
                     postfix=postfix,
                     bar_format=BAR,
+                    initial=self.initial,
                 )
             )
             self.lines += 1
         if self.record is not None:
-            rate = self.n / elapsed
+            rate = (self.n - self.initial) / elapsed
             left = (self.total - self.n) / rate if rate > 0 else None
             rest = None  # the whole job: this epoch, then the epochs after it at the last pace
             if left is not None and self.info.get("epochs"):

@@ -188,3 +188,77 @@ def test_learning_curve_points_resume_and_leave_training_unchanged(tmp_path, mon
         run(tmp_path / "c.pt", 2, stop=1)
     _, resumed = run(tmp_path / "c.pt", 2)
     assert resumed == points
+
+
+class _Stop(Exception):
+    """A job killed between two steps (the test raises it from the loss)."""
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_there_to_the_uninterrupted_result(
+    tmp_path, monkeypatch
+):
+    """With a checkpoint after every step (:data:`CHECKPOINT_MINUTES_ENV`), a run stopped in
+    its second epoch resumes at the step reached, not at the epoch's start: it trains only the
+    steps left, and its weights, history (timings aside) and learning curve equal an
+    uninterrupted run's bit for bit, though the stream augments from the epoch's generator and
+    the model draws dropout."""
+    torch.manual_seed(0)
+    n, k = 14, 4
+    x, y = torch.randn(n, 3), torch.randint(0, k, (n,))
+
+    def stream(batches, g, seed):  # augmentation drawn from the epoch's generator
+        for i in batches:
+            yield i, x[i] + 0.1 * torch.randn(len(i), 3, generator=g)
+
+    feed = T.Feed(n, stream)
+    trained = []  # (progress) of every step that reached the loss
+
+    def run(ckpt, stop_at=None):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(3, k))
+
+        def loss_fn(z, idx, progress):
+            if stop_at is not None and len(trained) == stop_at:
+                raise _Stop
+            trained.append(progress)
+            return torch.nn.functional.cross_entropy(z, y[idx])
+
+        def curve_fn(m):
+            return {"val_loss": float(torch.nn.functional.cross_entropy(m(x), y))}
+
+        cfg = {"epochs": 3, "batch_size": 3, "lr": 0.1, "curve_every": 2}  # 5 steps an epoch
+        points = []
+        history = T.fit(model, feed, loss_fn, cfg, seed=0, ckpt_path=ckpt, fp="x",
+                        log=lambda s: None, curve_fn=curve_fn, curve=points)  # fmt: skip
+        timing = ("train_seconds", "seconds", "examples_per_s")
+        return model, [{c: v for c, v in r.items() if c not in timing} for r in history], points
+
+    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, "0")  # epoch checkpoints only
+    clean, clean_history, clean_curve = run(tmp_path / "clean.pt")
+    trained.clear()
+    with pytest.raises(_Stop):
+        run(tmp_path / "epochs.pt", stop_at=7)  # the third step of epoch 2
+    assert torch.load(tmp_path / "epochs.pt", weights_only=True)["step"] == 0  # epoch 1's
+
+    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, "1e-9")  # after every step
+    trained.clear()
+    with pytest.raises(_Stop):
+        run(tmp_path / "steps.pt", stop_at=7)
+    state = torch.load(tmp_path / "steps.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 2)  # two steps of epoch 2 done
+    trained.clear()
+    model, history, curve = run(tmp_path / "steps.pt")
+    assert trained == [1 + s / 5 for s in (2, 3, 4)] + [2 + s / 5 for s in range(5)]
+    assert history == clean_history and curve == clean_curve
+    after, before = model.state_dict().values(), clean.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "nan"])
+def test_a_bad_checkpoint_cadence_names_the_variable(tmp_path, monkeypatch, value):
+    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, value)
+    feed = T.Feed(4, lambda batches, g, seed: ((i, torch.ones(len(i), 3)) for i in batches))
+    with pytest.raises(ValueError, match=rf"{T.CHECKPOINT_MINUTES_ENV}='{value}': must be"):
+        T.fit(torch.nn.Linear(3, 2), feed, lambda z, i, e: z.sum(),
+              {"epochs": 1, "batch_size": 2, "lr": 0.1}, seed=0, ckpt_path=tmp_path / "c.pt",
+              fp="x", log=lambda s: None)  # fmt: skip

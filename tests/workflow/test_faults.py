@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.engine import CHECKPOINT_MINUTES_ENV
 from pipeline.io import save_model
 from tests.workflow.helpers import REPO, snakemake, write_config
 
@@ -428,6 +429,34 @@ def test_job_killed_mid_epoch_resumes_to_the_clean_result(run, smoke, tmp_path, 
     assert ckpt.exists() and not out.exists(), "the job ended before it could be killed mid-run"
     r = stage("train", *train_args(run, cfg, out, ckpt))
     assert r.returncode == 0 and "resuming from" in r.stdout, (r.stdout + r.stderr)[-2000:]
+    assert same_weights(out, results / "members/seed0/model.safetensors")
+
+
+def test_job_killed_inside_an_epoch_resumes_at_its_last_checkpointed_step(run, smoke, tmp_path):
+    """With checkpoints inside the epoch (``PROXY_END2_CHECKPOINT_MINUTES``, here after every
+    step), a job killed mid-epoch loses only the steps since its last checkpoint; the rerun
+    resumes at that step to the clean run's weights."""
+    _, _, results = smoke
+    cfg = member_cfg(members(run)[0])
+    out, ckpt = tmp_path / "m.safetensors", tmp_path / "c.pt"
+    args = [sys.executable, "-m", "pipeline.stages.train"]
+    args += [str(a) for a in train_args(run, cfg, out, ckpt)]
+    env = {**os.environ, CHECKPOINT_MINUTES_ENV: "1e-9"}
+    job = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline, at = time.monotonic() + 240, (0, 0)
+    while at[1] < 2 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=True)  # written by rename: always whole
+            at = (state["epoch"], state["step"])
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=60)
+    assert at[1] >= 2 and not out.exists(), "the job ended before it could be killed mid-epoch"
+    r = stage("train", *train_args(run, cfg, out, ckpt), env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    assert f"of epoch {at[0] + 1}/" in r.stdout and "resuming from" in r.stdout, r.stdout[-2000:]
     assert same_weights(out, results / "members/seed0/model.safetensors")
 
 
