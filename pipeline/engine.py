@@ -307,7 +307,7 @@ def fit(
     use_amp = amp_enabled(device, cfg)
     grad_clip = cfg.get("grad_clip")
     value_every = int(cfg.get("loss_value_every", LOSS_VALUE_EVERY))
-    board = _board(start * steps + skip)
+    board = _board(start * steps + skip + 1 if start or skip else 0)
     curve_every = int(cfg.get("curve_every") or 0) if curve_fn is not None else 0
     samples = int(points[-1]["samples"]) if points else 0
     if partial is not None:
@@ -473,14 +473,15 @@ def fit(
     return history
 
 
-def _board(start_step: int):
-    """The job's TensorBoard writer (``None`` without a TensorBoard folder); a resumed job
-    drops the events logged after its checkpoint (``purge_step``)."""
+def _board(purge_step: int):
+    """The job's TensorBoard writer (``None`` without a TensorBoard folder). It drops the
+    events an earlier attempt logged at ``purge_step`` and after: a resumed job passes the
+    global step after its checkpoint's (those up to it stay), a fresh one 0 (all go)."""
     if JOB.tensorboard is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(JOB.tensorboard), purge_step=start_step or None)
+    return SummaryWriter(str(JOB.tensorboard), purge_step=purge_step)
 
 
 def write_history(history: list[dict], path: str | Path) -> None:

@@ -35,6 +35,22 @@ def test_lines_come_at_the_configured_rate_without_carriage_returns(tmp_path):
     assert record["eta_s"] == pytest.approx(20.0) and record["pid"] == os.getpid()
 
 
+def test_a_resumed_epoch_counts_its_earlier_units_but_not_in_the_rate(tmp_path):
+    """``done``: a job resumed at 400 of 1,000 examples shows 400 done at once, and its rate
+    and ETA come from the examples it trains itself."""
+    clock, lines = FakeClock(), []
+    p = P.Progress(1000, "distill end seed=0 epoch 3/3", log=lines.append, every=10.0,
+                   record=tmp_path / "r.json", clock=clock, done=400)  # fmt: skip
+    for _ in range(10):
+        clock.t += 1.0
+        p.update(20)
+    assert lines[-1].startswith("distill end seed=0 epoch 3/3:  60% 600/1000 ex [00:10<00:20")
+    assert "20.00ex/s" in lines[-1]
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["done"] == 600 and record["rate"] == pytest.approx(20.0)
+    assert record["eta_s"] == pytest.approx(20.0)
+
+
 def test_environment_sets_the_interval(monkeypatch):
     monkeypatch.setenv(P.EVERY_ENV, "2.5")
     assert P.every_seconds() == 2.5 and P.Progress(10, "x").every == 2.5

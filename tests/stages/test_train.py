@@ -149,3 +149,18 @@ def test_training_reports_progress_and_writes_tensorboard(prepared, tmp_path, mo
     assert [e.step for e in events.Scalars("epoch/val_acc")] == [steps, 2 * steps]
     assert len(events.Scalars("step/train_loss")) == 2 * steps
     assert json.loads((tmp_path / "p.json").read_text())["state"] == "done"
+
+    # stopped after epoch 1 and resumed: epoch 1's events stay, none are logged twice
+    resumed = tmp_path / "tb" / "members" / "seed1"
+    monkeypatch.setenv(E.STOP_AFTER_ENV, "1")
+    for _ in range(2):
+        with P.job("train_member seed=0", tmp_path / "q.json", resumed):
+            try:
+                train_member("image", prepared, cfg, 0, tmp_path / "r.safetensors",
+                             tmp_path / "r.pt", log=lambda s: None)  # fmt: skip
+            except E.Interrupted:
+                monkeypatch.delenv(E.STOP_AFTER_ENV)
+    again = EventAccumulator(str(resumed))
+    again.Reload()
+    for tag in ("epoch/val_acc", "step/train_loss"):
+        assert [e.step for e in again.Scalars(tag)] == [e.step for e in events.Scalars(tag)]
