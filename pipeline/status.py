@@ -28,6 +28,7 @@ from pipeline.progress import DEFAULT_EVERY, record_for
 
 REPO = Path(__file__).resolve().parents[1]
 STALE_AFTER = 4 * DEFAULT_EVERY + 60  # seconds without an update: a job on another host is lost
+RECORD_SLACK = 5.0  # a finished record this much older than its log is an earlier attempt's
 
 
 @dataclass
@@ -80,6 +81,25 @@ def last_line(path: Path) -> str:
     return lines[-1][-200:] if lines else ""
 
 
+def local_commands() -> list[str]:
+    """The command lines of this host's processes (Linux ``/proc``; none elsewhere)."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            out.append(
+                (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            )
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return out
+
+
+def _runs_here(log: str, commands: list[str]) -> bool:
+    """Whether a process of this host writes ``log`` (a job's shell: ``... > <log> 2>&1``)."""
+    pattern = re.compile(rf"(^|[\s'\"=>]){re.escape(log)}($|[\s'\"])")
+    return any(pattern.search(c) for c in commands)
+
+
 def _alive(record: dict) -> bool | None:
     """Whether the record's process runs (``None``: it runs on another host, unknown)."""
     if record.get("host") != socket.gethostname() or not record.get("pid"):
@@ -107,8 +127,15 @@ def progress_text(record: dict) -> str:
     return " ".join(parts)
 
 
-def job_status(rule: str, log: str, rows: list[dict], now: float | None = None) -> JobStatus:
-    """The state of one job from its summary rows, progress record and log."""
+def job_status(
+    rule: str,
+    log: str,
+    rows: list[dict],
+    now: float | None = None,
+    commands: list[str] | None = None,
+) -> JobStatus:
+    """The state of one job from its summary rows, progress record and log (and ``commands``,
+    this host's process command lines, for a job that has not written its record yet)."""
     now = time.time() if now is None else now
     name = job_name(rule, log)
     if all(r["status"] == "ok" and r["plan"] == "no update" for r in rows):
@@ -122,7 +149,18 @@ def job_status(rule: str, log: str, rows: list[dict], now: float | None = None) 
         except ValueError:
             record = {}
     tail = last_line(Path(log)) if log else ""
+    log_time = Path(log).stat().st_mtime if log and Path(log).is_file() else None
     state = record.get("state")
+    if state not in (None, "running") and log_time is not None:
+        if float(record.get("updated", 0)) < log_time - RECORD_SLACK:
+            record, state = {}, None  # an earlier attempt's end: this one has none yet
+    if state is None and log_time is not None:
+        # started, no record yet (Python and torch still loading), or a rule that keeps none
+        started = JobStatus(name, "running", "", tail or "started, no progress record yet")
+        if _runs_here(log, local_commands() if commands is None else commands):
+            return started
+        if not tail and now - log_time < STALE_AFTER:  # on another host, nothing printed yet
+            return started
     if state == "running":
         alive = _alive(record)
         fresh = now - float(record.get("updated", 0)) < STALE_AFTER
@@ -156,8 +194,11 @@ def status(configfile: str | None = None, cwd: Path = REPO) -> list[JobStatus]:
     """Every job of the run of ``configfile``: running and failed ones first."""
     rows = summary(configfile, cwd)
     missing = {"status": "missing", "plan": "update pending"}
+    commands = local_commands()
     out = [
-        job_status(j["rule"], j["log"], [rows.get(o, missing) for o in j["outputs"]])
+        job_status(
+            j["rule"], j["log"], [rows.get(o, missing) for o in j["outputs"]], commands=commands
+        )  # fmt: skip
         for j in workflow_jobs(configfile, cwd)
     ]
     order = ["running", "failed", "killed", "lost", "stopped", "outdated", "not started", "done"]
