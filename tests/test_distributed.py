@@ -46,6 +46,16 @@ def _launch(processes: int, stage: str, *args, env=None) -> subprocess.Completed
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env)
 
 
+def _as_one_and_two_ranks(stage: str, out: Path, *args) -> list[Path]:
+    """``stage`` with ``args`` run as 1 and as 2 ranks, into ``<out>1`` and ``<out>2``."""
+    outs = []
+    for p in (1, 2):
+        outs.append(out.with_name(f"{out.name}{p}"))
+        run = _launch(p, stage, *args, "--out", outs[-1])
+        assert run.returncode == 0, run.stderr[-3000:]
+    return outs
+
+
 def _distil_two_ranks(task, data, teacher, members, cfg, out, *extra) -> None:
     """The distill stage as 2 ranks, as the rule runs it (``extra``: ``--num-classes V``)."""
     run = _launch(2, "distill", "--task", task, "--data", data, *extra, "--teacher", teacher,
@@ -182,54 +192,18 @@ def test_two_ranks_distil_pd_end2_like_one(prepared, members, cache, tmp_path):
     assert _close(one, two) < REL
     _same_metrics(_history(one), _history(two))
     # the evaluation of that student, split over 2 ranks, writes the same files as 1 rank
-    outs = []
-    for p in (1, 2):
-        outs.append(tmp_path / f"eval{p}")
-        ev = _launch(
-            p,
-            "evaluate",
-            "--task",
-            "image",
-            "--system",
-            "pd_end2-seed0",
-            "--data",
-            prepared,
-            "--teacher",
-            cache,
-            "--model",
-            two,
-            "--out",
-            outs[-1],
-        )
-        assert ev.returncode == 0, ev.stderr[-3000:]
+    outs = _as_one_and_two_ranks("evaluate", tmp_path / "eval", "--task", "image", "--system",
+                                 "pd_end2-seed0", "--data", prepared, "--teacher", cache,
+                                 "--model", two)  # fmt: skip
     for name in ("metrics.csv", "per_example.safetensors"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
 def test_two_rank_teacher_cache_is_byte_identical(prepared, members, tmp_path):
     cfg = json.dumps({"dtype": "float16", "store_train_members": True, "batch_size": 64})
-    outs = []
-    for p in (1, 2):
-        outs.append(tmp_path / f"teacher{p}")
-        run = _launch(
-            p,
-            "teacher",
-            "--task",
-            "image",
-            "--data",
-            prepared,
-            "--members",
-            *members,
-            "--seeds",
-            0,
-            1,
-            2,
-            "--out",
-            outs[-1],
-            "--config-json",
-            cfg,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
+    outs = _as_one_and_two_ranks("teacher", tmp_path / "teacher", "--task", "image", "--data",
+                                 prepared, "--members", *members, "--seeds", 0, 1, 2,
+                                 "--config-json", cfg)  # fmt: skip
     names = sorted(f.name for f in outs[0].iterdir())
     assert names == sorted(f.name for f in outs[1].iterdir()) and "train.safetensors" in names
     for name in names:
