@@ -154,8 +154,9 @@ def job_status(
     if state not in (None, "running") and log_time is not None:
         if float(record.get("updated", 0)) < log_time - RECORD_SLACK:
             record, state = {}, None  # an earlier attempt's end: this one has none yet
-    if state is None and log_time is not None:
-        # started, no record yet (Python and torch still loading), or a rule that keeps none
+    if state is None and log_time is not None and not made:
+        # started (Snakemake removed its outputs), no record yet (Python and torch still
+        # loading), or a rule that keeps none
         started = JobStatus(name, "running", "", tail or "started, no progress record yet")
         if _runs_here(log, local_commands() if commands is None else commands):
             return started
@@ -198,7 +199,7 @@ def status(configfile: str | None = None, cwd: Path = REPO) -> list[JobStatus]:
     out = [
         job_status(
             j["rule"], j["log"], [rows.get(o, missing) for o in j["outputs"]], commands=commands
-        )  # fmt: skip
+        )
         for j in workflow_jobs(configfile, cwd)
     ]
     order = ["running", "failed", "killed", "lost", "stopped", "outdated", "not started", "done"]

@@ -34,6 +34,8 @@ def test_a_job_without_a_record_runs_while_its_shell_does(tmp_path):
     assert (here.state, here.detail) == ("running", "started, no progress record yet")
     other = log.replace("seed0.log", "seed10.log")  # another job's log is not this one's
     assert S._runs_here(log, [shell]) and not S._runs_here(other, [shell])
+    made = [{"status": "updated input files", "plan": "update pending"}]  # not started yet
+    assert S.job_status("train_member", log, made, commands=["snakemake"]).state == "outdated"
 
 
 def test_a_job_without_a_record_and_no_process_here(tmp_path):
