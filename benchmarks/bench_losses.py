@@ -92,9 +92,15 @@ def cases(stats, labels, logits) -> dict:
         "end_loss": ("auto", lambda: end_loss(logits, stats)),
     }
     for backend in ("eager", "compiled"):
-        out[f"end2_loss [{backend}]"] = (backend, lambda: end2_loss(logits, stats))
-        out[f"proxy_rkl_loss [{backend}]"] = (backend, lambda: proxy_rkl_loss(logits, stats))
-        out[f"proxy_fkl_loss [{backend}]"] = (backend, lambda: proxy_fkl_loss(logits, stats))
+        out[f"end2_loss [{backend}]"] = (backend, lambda: end2_loss(logits, stats, 0.0))
+        out[f"proxy_rkl_loss [{backend}]"] = (
+            backend,
+            lambda: proxy_rkl_loss(logits, stats, 1.0, 1.0),
+        )
+        out[f"proxy_fkl_loss [{backend}]"] = (
+            backend,
+            lambda: proxy_fkl_loss(logits, stats, 1.0, 1.0),
+        )
     for backend in ("eager", "compiled"):  # float32 gradient, no value (pipeline.maths.values)
         if backend == "eager" and logits.numel() > EAGER32_MAX_NUMEL:
             continue  # eager float32 stops there (the float64 kernels run): see _kernels

@@ -208,9 +208,11 @@ def order(group: str) -> tuple[int, str]:
 
 
 def model_offset(name: str, options: dict | None) -> float:
-    """The student's ``m_off`` for ``name`` (0 for a categorical student, which has none).
-    Evaluation must use the training value."""
-    return float(resolve_options(name, options).get("model_offset", 0.0))
+    """The student's ``m_off`` for ``name``: the training value, its option or the registry's
+    default (evaluation must use it); 0 for a categorical student (``dirichlet=False``), whose
+    output has no offset."""
+    opts = resolve_options(name, options)
+    return float(opts["model_offset"]) if get(name).dirichlet else 0.0
 
 
 def temperature_at(progress: float, schedule: dict | None) -> float:

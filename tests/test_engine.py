@@ -112,7 +112,7 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
     seen = []
 
     def loss_fn(z, idx, progress):
-        loss = proxy_rkl_loss(z, stats.index(idx))
+        loss = proxy_rkl_loss(z, stats.index(idx), 1.0, 1.0)
         seen.append((active(), float(loss.detach()), len(idx)))
         return loss
 
@@ -133,7 +133,7 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
 
     def bad_loss(z, idx, epoch):  # the second step (gradient only) goes wrong
         calls.append(active())
-        return proxy_rkl_loss(z, (bad if len(calls) == 2 else stats).index(idx))
+        return proxy_rkl_loss(z, (bad if len(calls) == 2 else stats).index(idx), 1.0, 1.0)
 
     cfg = {"epochs": 1, "batch_size": 1, "lr": 0.1, "loss_value_every": 1000}
     with pytest.raises(T.Diverged, match="the training loss gradient is nan at epoch 1, step 2/20"):

@@ -66,7 +66,7 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return value
 
 
-def student_alphas(logits: Tensor, offset: float = 1.0) -> Tensor:
+def student_alphas(logits: Tensor, offset: float) -> Tensor:
     """Dirichlet concentrations of the student: ``alpha = exp(z) + offset``.
 
     Args:

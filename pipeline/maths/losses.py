@@ -1,10 +1,12 @@
 """The distillation losses (public API): EnD, EnD2, PD-EnD2 and the forward-KL ablation.
 
-Formulas: ``docs/method.md``. Every loss takes student logits ``[B, K]`` of any floating dtype
-and teacher statistics (:class:`pipeline.maths.stats.TeacherStats`, or raw member log-probs
-``[B, M, K]``), computes in float64 and returns float64 (``[B]`` for ``reduction="none"``, a scalar
-otherwise); the gradient flows back in the logits' own dtype. The kernels (eager reference and
-``torch.compile``-fused, chosen by :func:`loss_backend`) live in :mod:`pipeline.maths._kernels`.
+Formulas: ``docs/method.md``. Every loss takes student logits ``[B, K]`` of any floating dtype,
+teacher statistics (:class:`pipeline.maths.stats.TeacherStats`, or raw member log-probs
+``[B, M, K]``) and its options, explicitly (no defaults of its own: the pipeline's live in the
+method registry, :mod:`pipeline.methods`); it computes in float64 and returns float64 (``[B]``
+for ``reduction="none"``, a scalar otherwise); the gradient flows back in the logits' own dtype.
+The kernels (eager reference and ``torch.compile``-fused, chosen by :func:`loss_backend`) live in
+:mod:`pipeline.maths._kernels`.
 Inside :func:`gradient_only` (:mod:`pipeline.maths.values`) EnD, EnD2 and PD-EnD2 compute only
 their gradient, in float32 (:mod:`pipeline.maths._grad32`), and return a placeholder value: the
 training loop asks for the value on the steps that log it.
@@ -118,7 +120,7 @@ def end_loss(
 def end2_loss(
     student_logits: Tensor,
     stats: TeacherStats | Tensor,
-    model_offset: float = 0.0,
+    model_offset: float,
     *,
     temperature: float | None = None,
     smoothing: float | None = None,
@@ -135,7 +137,8 @@ def end2_loss(
         stats: :class:`TeacherStats` (must carry ``floored_mean_log_probs``) or ``[B, M, K]``
             member log-probs; ``temperature``/``smoothing`` build the stats from the latter, and
             must match the stats' own when both are given.
-        model_offset: ``m_off >= 0`` (0 in the original EnD2).
+        model_offset: ``m_off >= 0`` (0 in the original EnD2; the pipeline's default is the
+            method registry's, :mod:`pipeline.methods`).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
     check_matrix("student_logits", student_logits)
@@ -155,8 +158,8 @@ def end2_loss(
 def proxy_rkl_loss(
     student_logits: Tensor,
     stats: TeacherStats | Tensor,
-    model_offset: float = 1.0,
-    target_offset: float = 1.0,
+    model_offset: float,
+    target_offset: float,
     reduction: str = "mean",
 ) -> Tensor:
     """PD-EnD2: ``KL[Dir(alpha) || Dir(pi_bar * beta_0 + 1)] / beta_0``.
@@ -170,7 +173,8 @@ def proxy_rkl_loss(
     Args:
         student_logits: ``[B, K]``.
         stats: :class:`TeacherStats` or ``[B, M, K]`` member log-probs.
-        model_offset, target_offset: ``>= 0``.
+        model_offset, target_offset: ``>= 0`` (1 and 1 in the paper; the pipeline's defaults
+            are the method registry's, :mod:`pipeline.methods`).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
     check_matrix("student_logits", student_logits)
@@ -185,13 +189,14 @@ def proxy_rkl_loss(
 def proxy_fkl_loss(
     student_logits: Tensor,
     stats: TeacherStats | Tensor,
-    model_offset: float = 1.0,
-    target_offset: float = 1.0,
+    model_offset: float,
+    target_offset: float,
     reduction: str = "mean",
 ) -> Tensor:
     """Forward-KL ablation: ``KL[Dir(beta) || Dir(alpha)]`` with ``beta = proxy_target(stats)``.
 
-    Not normalised. Arguments as :func:`proxy_rkl_loss`.
+    Not normalised. Arguments as :func:`proxy_rkl_loss` (student logits ``[B, K]``; here
+    ``target_offset > 0``); returns ``[B]`` for ``reduction="none"``, else a scalar.
     """
     check_matrix("student_logits", student_logits)
     s = _resolve_stats(stats, student_logits)

@@ -360,7 +360,7 @@ def proxy_precision(stats: TeacherStats) -> Tensor:
     return (stats.num_classes - 1) / (2.0 * stats.rmi + EPS)
 
 
-def proxy_target(stats: TeacherStats, target_offset: float = 1.0) -> Tensor:
+def proxy_target(stats: TeacherStats, target_offset: float) -> Tensor:
     """Proxy-Dirichlet target ``beta = pi_bar * beta_hat_0 + t``, ``[B, K]`` float64."""
     t = check_positive("target_offset", target_offset, allow_zero=True)
     return stats.mean_probs * proxy_precision(stats)[:, None] + t

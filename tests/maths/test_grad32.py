@@ -19,6 +19,12 @@ from pipeline.maths.values import gradient_only
 pytestmark = pytest.mark.usefixtures("eager")
 F64 = torch.float64
 LOSSES = {"end": Lm.end_loss, "end2": Lm.end2_loss, "rkl": Lm.proxy_rkl_loss}
+PAPER = {
+    "end": {},
+    "end2": {"model_offset": 0.0},
+    "rkl": {"model_offset": 1.0, "target_offset": 1.0},
+}
+"""The options a test gives when it names none (the paper's; the losses have no defaults)."""
 RTOL = 1e-4  # per row: max |error| <= RTOL * max |exact gradient|
 
 
@@ -29,7 +35,7 @@ def _row_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def _gradients(name, z, stats, kw, grad_only):
     z = z.detach().clone().requires_grad_(True)
     with gradient_only(grad_only) as rec:
-        value = LOSSES[name](z, stats, reduction="none", **kw)
+        value = LOSSES[name](z, stats, reduction="none", **{**PAPER[name], **kw})
     value.sum().backward()
     return value.detach(), z.grad, rec.placeholders
 
@@ -154,7 +160,7 @@ def test_placeholder_is_nan_exactly_where_the_gradient_is_not_finite():
     z[1, 4] = float("nan")
     z.requires_grad_(True)
     with gradient_only() as rec:
-        value = Lm.proxy_rkl_loss(z, stats, reduction="none")
+        value = Lm.proxy_rkl_loss(z, stats, 1.0, 1.0, reduction="none")
     # NaN logits do not fit the float32 kernels: the float64 kernel runs and gives a true value
     assert rec.placeholders == 0 and bool(value[1].isnan()) and bool(value[0].isfinite())
     grad = torch.zeros(3, 50)
@@ -170,16 +176,16 @@ def test_logits_outside_the_float32_range_take_the_float64_kernels():
         z[0, 0] = bad
         z.requires_grad_(True)
         with gradient_only() as rec:
-            value = Lm.proxy_rkl_loss(z, stats)
+            value = Lm.proxy_rkl_loss(z, stats, 1.0, 1.0)
         assert rec.placeholders == 0 and value.item() > 0
     # EnD2's bound applies to z / T
     z = torch.full((2, 20), 0.9 * _grad32.logit_max32(20)).requires_grad_(True)
     with gradient_only() as rec:
-        Lm.end2_loss(z, stats)
+        Lm.end2_loss(z, stats, 0.0)
     assert rec.placeholders == 1
     t_stats = teacher_stats(lp, temperature=0.5)
     with gradient_only() as rec:
-        Lm.end2_loss(z, t_stats, temperature=0.5)
+        Lm.end2_loss(z, t_stats, 0.0, temperature=0.5)
     assert rec.placeholders == 0
 
 
@@ -199,7 +205,7 @@ def test_gradient_only_blocks_nest_and_restore():
     assert rec.placeholders == 0
     # the forward-KL ablation has no float32 kernel
     with gradient_only() as rec:
-        assert Lm.proxy_fkl_loss(z, stats).item() > 0
+        assert Lm.proxy_fkl_loss(z, stats, 1.0, 1.0).item() > 0
     assert rec.placeholders == 0
 
 
@@ -226,13 +232,13 @@ def test_auto_leaves_small_batches_on_float64(monkeypatch):
     _, small, _ = _teacher(4, 50, 1.0, False, seed=6)
     z = torch.zeros(4, 50, requires_grad=True)
     with gradient_only() as rec:
-        assert Lm.proxy_rkl_loss(z, small).item() > 0
+        assert Lm.proxy_rkl_loss(z, small, 1.0, 1.0).item() > 0
     assert rec.placeholders == 0
     k = Lm.COMPILE_MIN_NUMEL // 4
     _, large, _ = _teacher(4, k, 1.0, False, seed=7)
     z = torch.zeros(4, k, requires_grad=True)
     with gradient_only() as rec:
-        assert Lm.proxy_rkl_loss(z, large).item() == 0.0
+        assert Lm.proxy_rkl_loss(z, large, 1.0, 1.0).item() == 0.0
     assert rec.placeholders == 1
 
 

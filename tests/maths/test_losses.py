@@ -15,7 +15,7 @@ from pipeline.maths import losses as Lm
 from pipeline.maths.dirichlet import EPS, dirichlet_kl, student_alphas
 from pipeline.maths.losses import end2_loss, end_loss, proxy_fkl_loss, proxy_rkl_loss
 from pipeline.maths.stats import TeacherStats, proxy_precision, proxy_target, teacher_stats
-from tests.maths.synthetic import F64, ensemble, student
+from tests.maths.synthetic import F64, ensemble, paper, student
 
 
 def _reference(name, z, lp, **kw):
@@ -46,12 +46,12 @@ def _reference(name, z, lp, **kw):
 LOSSES = {"end": end_loss, "end2": end2_loss, "rkl": proxy_rkl_loss, "fkl": proxy_fkl_loss}
 CASES = [
     ("end", {}),
-    ("end2", {}),
+    ("end2", {"model_offset": 0.0}),
     ("end2", {"model_offset": 1.0}),
     ("end2", {"temperature": 2.5, "smoothing": 1e-3, "model_offset": 0.5}),
-    ("rkl", {}),
+    ("rkl", {"model_offset": 1.0, "target_offset": 1.0}),
     ("rkl", {"model_offset": 0.0, "target_offset": 0.5}),
-    ("fkl", {}),
+    ("fkl", {"model_offset": 1.0, "target_offset": 1.0}),
     ("fkl", {"model_offset": 0.0, "target_offset": 2.0}),
 ]
 
@@ -108,7 +108,7 @@ def test_proxy_gradients_match_autograd_of_closed_forms(backend):
     s = teacher_stats(lp)
     z = student(4, 9, seed=13)
     z1 = z.clone().requires_grad_(True)
-    proxy_rkl_loss(z1, s, reduction="sum").backward()
+    proxy_rkl_loss(z1, s, 1.0, 1.0, reduction="sum").backward()
     z2 = z.clone().requires_grad_(True)
     big = proxy_precision(s) + 9
     ref = dirichlet_kl(student_alphas(z2, 1.0), s.mean_probs * big[:, None] + 1) / big
@@ -117,8 +117,8 @@ def test_proxy_gradients_match_autograd_of_closed_forms(backend):
     # relative (tests/test_special.py pins the fused trigamma to scipy at 1e-13)
     torch.testing.assert_close(z1.grad, z2.grad, rtol=5e-9, atol=1e-11)
     z3, z4 = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
-    proxy_fkl_loss(z3, s, reduction="sum").backward()
-    dirichlet_kl(proxy_target(s), student_alphas(z4, 1.0)).sum().backward()
+    proxy_fkl_loss(z3, s, 1.0, 1.0, reduction="sum").backward()
+    dirichlet_kl(proxy_target(s, 1.0), student_alphas(z4, 1.0)).sum().backward()
     torch.testing.assert_close(z3.grad, z4.grad, rtol=1e-9, atol=1e-13)
 
 
@@ -128,14 +128,14 @@ def test_pd_gradient_vanishes_at_target(backend, k):
     s = teacher_stats(lp)
     big = proxy_precision(s) + k  # target offset 1
     z = torch.log(s.mean_probs * big[:, None]).requires_grad_(True)  # softmax(z) = pi_bar
-    loss = proxy_rkl_loss(z, s, reduction="sum")
+    loss = proxy_rkl_loss(z, s, 1.0, 1.0, reduction="sum")
     loss.backward()
     assert torch.allclose(torch.softmax(z.detach(), -1), s.mean_probs, rtol=1e-10)
     assert loss.item() < 1e-9
     assert z.grad.abs().max().item() < 1e-9
     # and it points back to the target from a perturbed student
     z2 = (z.detach() + 0.3 * student(2, k, seed=15)).requires_grad_(True)
-    assert proxy_rkl_loss(z2, s).item() > 0
+    assert proxy_rkl_loss(z2, s, 1.0, 1.0).item() > 0
 
 
 K_VALUES = [2, 3, 10, 1000, 40000]
@@ -167,7 +167,7 @@ def test_losses_and_gradients_always_finite(
         for offset in [0.0, 1.0] if name != "end" else [None]:
             kw = {} if offset is None else {"model_offset": offset}
             z = zs.clone().requires_grad_(True)
-            loss = fn(z, s, **kw)
+            loss = paper(fn)(z, s, **kw)
             loss.backward()
             assert torch.isfinite(loss), (name, kw)
             assert z.grad.dtype == dtype and torch.isfinite(z.grad).all(), (name, kw)
@@ -184,7 +184,7 @@ def test_extremes_at_40000_classes_compiled(monkeypatch):
     z = (1e4 * torch.randn(2, k, generator=g)).requires_grad_(True)
     for fn in LOSSES.values():
         z.grad = None
-        loss = fn(z, lp)
+        loss = paper(fn)(z, lp)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
@@ -193,9 +193,9 @@ def test_extremes_at_40000_classes_compiled(monkeypatch):
 def test_bad_shapes_name_the_argument():
     lp = ensemble(2, 3, 5)
     with pytest.raises(ValueError, match="student_logits"):
-        proxy_rkl_loss(torch.zeros(2, 5, 1), lp)
+        proxy_rkl_loss(torch.zeros(2, 5, 1), lp, 1.0, 1.0)
     with pytest.raises(ValueError, match="K=4.*K=5"):
-        proxy_rkl_loss(torch.zeros(2, 4), lp)
+        proxy_rkl_loss(torch.zeros(2, 4), lp, 1.0, 1.0)
     with pytest.raises(ValueError, match="B=3.*B=2"):
         end_loss(torch.zeros(3, 5), lp)
     with pytest.raises(ValueError, match="member_log_probs"):
@@ -209,16 +209,16 @@ def test_bad_shapes_name_the_argument():
     with pytest.raises(ValueError, match="smoothing"):
         teacher_stats(lp, smoothing=1.0)
     with pytest.raises(ValueError, match="target_offset"):
-        proxy_fkl_loss(torch.zeros(2, 5), lp, target_offset=0.0)
+        proxy_fkl_loss(torch.zeros(2, 5), lp, model_offset=1.0, target_offset=0.0)
 
 
 def test_end2_needs_floored_statistics_or_members():
     s = teacher_stats(ensemble(2, 3, 5))
     bare = TeacherStats.from_cache(s.mean_probs, s.mean_log_probs, 3)
     with pytest.raises(ValueError, match="floored_mean_log_probs"):
-        end2_loss(torch.zeros(2, 5), bare)
+        end2_loss(torch.zeros(2, 5), bare, 0.0)
     with pytest.raises(ValueError, match="temperature"):
-        end2_loss(torch.zeros(2, 5), s, temperature=2.0)
+        end2_loss(torch.zeros(2, 5), s, 0.0, temperature=2.0)
 
 
 def test_backend_env_is_validated(monkeypatch):

@@ -9,7 +9,7 @@ from pipeline.maths import stats as Sm
 from pipeline.maths.dirichlet import EPS
 from pipeline.maths.losses import end2_loss, end_loss, proxy_fkl_loss, proxy_rkl_loss
 from pipeline.maths.stats import TeacherStats, proxy_precision, proxy_target, teacher_stats
-from tests.maths.synthetic import F64, ensemble, student
+from tests.maths.synthetic import F64, ensemble, paper, student
 
 
 def test_teacher_stats_definitions():
@@ -50,7 +50,7 @@ def test_from_cache_reproduces_stats_from_members():
     )
     assert torch.allclose(cached.rmi, full.rmi, atol=1e-6)
     z = student(6, 9)
-    for fn in (end_loss, end2_loss, proxy_rkl_loss, proxy_fkl_loss):
+    for fn in map(paper, (end_loss, end2_loss, proxy_rkl_loss, proxy_fkl_loss)):
         assert torch.allclose(
             fn(z, cached, reduction="none"), fn(z, full, reduction="none"), rtol=1e-5, atol=1e-6
         )
@@ -102,7 +102,7 @@ def test_online_stats_match_float64_stats(backend, k, temperature, smoothing):
     for loss in (
         lambda st: Lm.end_loss(s, st, reduction="none"),
         lambda st: Lm.end2_loss(s, st, 0.0, reduction="none"),
-        lambda st: Lm.proxy_rkl_loss(s, st, reduction="none"),
+        lambda st: Lm.proxy_rkl_loss(s, st, 1.0, 1.0, reduction="none"),
     ):
         a, b = loss(fast), loss(ref)
         assert ((a - b).abs() <= 1e-4 * b.abs().clamp_min(1.0)).all()
@@ -113,7 +113,7 @@ def test_online_stats_agreeing_members_stay_finite(backend):
     s = Sm.online_teacher_stats(z, need_floored=False)
     assert s.floored_mean_log_probs is None
     assert (s.rmi >= 0).all() and (s.rmi < 1e-5).all()
-    loss = Lm.proxy_rkl_loss(torch.randn(4, 5000, requires_grad=True), s)
+    loss = Lm.proxy_rkl_loss(torch.randn(4, 5000, requires_grad=True), s, 1.0, 1.0)
     loss.backward()
     assert torch.isfinite(loss)
 
