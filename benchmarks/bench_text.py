@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import methods
-from pipeline.engine import LOSS_VALUE_EVERY
+from pipeline.defaults import TRAINING_DEFAULTS
 from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Dir
 from pipeline.tasks.text import corpus as TD
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument(
         "--value-every",
         type=int,
-        default=LOSS_VALUE_EVERY,
+        default=TRAINING_DEFAULTS["loss_value_every"],
         help="the loss value on 1 step in N, the float32 gradient alone on the others (1: always)",
     )
     args = ap.parse_args()

@@ -1,56 +1,40 @@
 """The training engine: one deterministic, resumable loop shared by every member and student of
-every task, its optimisers and schedules, and the command line of the training stages.
+every task.
 
 Determinism: epoch ``e`` draws its shuffling, augmentation and dropout from generators seeded by
-``(seed, e)``, so a run resumed from a checkpoint is bit-identical on the CPU to an
-uninterrupted one. The checkpoint (model, optimizer, scheduler, history) is written atomically
-after every epoch and, within an epoch, after the first step that ends
-:data:`CHECKPOINT_MINUTES` after the last write (with the step reached, the dropout generator's
-state and the epoch's running sums; the resumed epoch replays its batch stream up to that step
-without training on it). It lives outside the rule's declared outputs and is only reused when
-its fingerprint (config slice + inputs + seed) matches.
+``(seed, e)``, so a run resumed from a checkpoint (:mod:`pipeline.checkpoint`) is bit-identical
+on the CPU to an uninterrupted one, whether it stopped after an epoch or inside one (the resumed
+epoch replays its batch stream up to the step reached without training on it).
 
 A task hands its training set to :func:`fit` as a :class:`Feed`: how many examples there are, how
-an epoch's index batches are drawn, and how a batch of indices becomes the model's input.
+an epoch's index batches are drawn, and how a batch of indices becomes the model's input. The
+optimiser and schedule come from :mod:`pipeline.optim`, every default from
+:data:`pipeline.defaults.TRAINING_DEFAULTS`; what a training stage does around :func:`fit`
+(artifacts, command line) is :mod:`pipeline.training`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline import distributed as D
-from pipeline.io import atomic_path, atomic_torch_save, fingerprint, reported, save_model
+from pipeline.checkpoint import Checkpoint, checkpoint_seconds
+from pipeline.defaults import setting
+from pipeline.device import CPU
 from pipeline.maths.values import gradient_only
-from pipeline.progress import JOB, Progress, job
-from pipeline.progress import add_arguments as add_progress_arguments
-from pipeline.resources import ResourceRecord
+from pipeline.optim import amp_enabled, make_optimizer, make_scheduler
+from pipeline.progress import JOB, Progress, tensorboard_writer
 
-CPU = torch.device("cpu")
-LOSS_VALUE_EVERY = 10
-"""Default of ``loss_value_every``: a distillation loss computes its value (float64, for the
-logs and ``train_loss``) on the first step of an epoch, every this many steps and the last; the
-other steps take its float32 gradient alone (:mod:`pipeline.maths.values`). Cross-entropy always
-has its value."""
-CURVE_FILE = "curve.csv"
-"""The learning curve beside a model's ``history.csv`` (rows of :func:`fit`'s ``curve_fn``)."""
-CHECKPOINT_MINUTES = 10.0
-"""Default minutes of training between two checkpoints inside an epoch (one process on the CPU
-or one GPU; a data-parallel job checkpoints after each epoch only). The environment variable
-:data:`CHECKPOINT_MINUTES_ENV` sets it for a job; 0 checkpoints after each epoch only. Not part
-of any config slice: changing it retrains nothing and leaves every result the same."""
-CHECKPOINT_MINUTES_ENV = "PROXY_END2_CHECKPOINT_MINUTES"
+__all__ = ["STOP_AFTER_ENV", "Diverged", "Feed", "Interrupted", "TrainingSet", "fit"]
+
 STOP_AFTER_ENV = "PROXY_END2_STOP_AFTER_EPOCH"
 """Testing hook: stop (as if killed) after this many epochs of this run, keeping the checkpoint."""
 
@@ -69,40 +53,6 @@ class Diverged(RuntimeError):
             "learning rate, set grad_clip, or check the inputs; the run's last checkpoint was "
             "written before this step (its model was not written)"
         )
-
-
-def checkpoint_seconds() -> float:
-    """Seconds of training between checkpoints inside an epoch (:data:`CHECKPOINT_MINUTES`,
-    or :data:`CHECKPOINT_MINUTES_ENV`); 0: after each epoch only."""
-    raw = os.environ.get(CHECKPOINT_MINUTES_ENV)
-    if raw is None or raw.strip() == "":
-        return 60.0 * CHECKPOINT_MINUTES
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = float("nan")
-    if not math.isfinite(minutes) or minutes < 0:
-        raise ValueError(
-            f"{CHECKPOINT_MINUTES_ENV}={raw!r}: must be a number of minutes >= 0 "
-            "(0: checkpoint after each epoch only)"
-        )
-    return 60.0 * minutes
-
-
-def _read_checkpoint(path: Path, log: Callable[[str], None]) -> dict | None:
-    """The checkpoint at ``path``, or ``None`` when there is none or it cannot be read (a
-    truncated or corrupt file is reported and trained over, never fatal)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is equally useless
-        log(f"ignoring unreadable checkpoint {path} ({type(err).__name__}): training from scratch")
-        return None
-    if not isinstance(state, dict):
-        log(f"ignoring unreadable checkpoint {path} (not a checkpoint): training from scratch")
-        return None
-    return state
 
 
 Batcher = Callable[[int, int, torch.Generator], list[torch.Tensor]]
@@ -157,81 +107,246 @@ class TrainingSet:
     data_dir: Path
 
 
-def select_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given. In
-    a data-parallel job (:mod:`pipeline.distributed`), ``cuda`` is this rank's GPU."""
-    if spec == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available")
-    world = D.world()
-    if dev.type == "cuda" and dev.index is None and world.size > 1:
-        dev = torch.device("cuda", world.local_rank)
-    return dev
-
-
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(int(n))
-
-
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    name = cfg.get("optimizer", "adamw")
-    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
-    betas = tuple(cfg.get("betas", (0.9, 0.999)))
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=lr,
-            weight_decay=wd,
-            momentum=float(cfg.get("momentum", 0.9)),
-            nesterov=bool(cfg.get("nesterov", True)),
-        )
-    raise ValueError(f"optimizer must be adamw, adam or sgd, got {name!r}")
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: dict, steps_per_epoch: int):
-    """Per-step schedule: ``cosine`` (default), ``multistep`` (epochs in ``milestones``),
-    or ``constant``; optional linear ``warmup_epochs``."""
-    name = cfg.get("schedule", "cosine")
-    total = max(1, int(cfg["epochs"]) * steps_per_epoch)
-    warm = int(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
-    milestones = [int(m) * steps_per_epoch for m in cfg.get("milestones", [])]
-    if name not in ("cosine", "multistep", "constant"):
-        raise ValueError(f"schedule must be cosine, multistep or constant, got {name!r}")
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if name == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-        if name == "multistep":
-            return 0.1 ** sum(step >= m for m in milestones)
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def amp_enabled(device: torch.device, cfg: dict) -> bool:
-    """Mixed precision (bfloat16 autocast of the network) on CUDA unless ``amp: false``; the
-    losses stay float64 inside. Off on the CPU, where it is slower for these models."""
-    return device.type == "cuda" and bool(cfg.get("amp", True))
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7_919) % (2**62)
+
+
+@dataclass
+class _Sums:
+    """The running sums of one epoch (kept in a checkpoint written inside it)."""
+
+    total: float = 0.0  # sum of the valued steps' loss x examples
+    count: int = 0  # examples trained on
+    rows: int = 0  # loss rows (images, target tokens), global
+    valued: int = 0  # examples of the steps whose loss value was computed
+    value: float | None = None  # the last loss value
+    board: int = 0  # the next step logged to TensorBoard
+
+    def state(self, samples: int, seconds: float) -> dict:
+        """What a checkpoint inside the epoch keeps (with the samples seen and the seconds)."""
+        return {**asdict(self), "samples": samples, "seconds": seconds}
+
+
+class _Run:
+    """One call of :func:`fit`: the set-up, then :meth:`epoch` per epoch, each calling
+    :meth:`step` per training step; :meth:`end_epoch` validates, logs and checkpoints."""
+
+    def __init__(self, model, feed, loss_fn, cfg, seed, ckpt, eval_fn, device, log, curve_fn):
+        self.model, self.feed, self.loss_fn, self.cfg = model, feed, loss_fn, cfg
+        self.seed, self.eval_fn, self.device, self.log = seed, eval_fn, device, log
+        self.curve_fn = curve_fn
+        self.epochs, self.bs = int(cfg["epochs"]), int(cfg["batch_size"])
+        self.steps = math.ceil(feed.n / self.bs)
+        model.to(device)
+        self.opt = make_optimizer(model, cfg)
+        self.sched = make_scheduler(self.opt, cfg, self.steps)
+        self.ckpt = ckpt
+        where = ckpt.resume(model, self.opt, self.sched, self.steps, self.epochs)
+        self.start, self.skip, self.partial = where.epoch, where.step, where.partial
+        self.history, self.points = where.history, where.curve
+        self.world = D.world()
+        self.every_s = checkpoint_seconds()
+        if self.world.size > 1 or device.type not in ("cpu", "cuda"):
+            self.every_s = (
+                0.0  # inside an epoch: one process, whose dropout generator it can restore
+            )
+        self.net = D.data_parallel(model, device)  # ``model`` itself for one process
+        self.stop_after = os.environ.get(STOP_AFTER_ENV)
+        self.use_amp = amp_enabled(device, cfg)
+        self.grad_clip = setting(cfg, "grad_clip")
+        self.value_every = int(setting(cfg, "loss_value_every"))
+        resumed = self.start or self.skip
+        self.board = tensorboard_writer(self.start * self.steps + self.skip + 1 if resumed else 0)
+        every = int(setting(cfg, "curve_every") or 0)
+        self.curve_every = every if curve_fn is not None else 0
+        self.samples = int(self.points[-1]["samples"]) if self.points else 0
+        if self.partial is not None:
+            self.samples = int(self.partial["samples"])
+        self.board_every = max(1, self.steps // 100)  # at most ~100 step points per epoch
+
+    def run(self) -> list[dict]:
+        try:
+            if self.curve_every and self.start == 0 and self.skip == 0:
+                self.point(0, 0)
+            for epoch in range(self.start, self.epochs):
+                self.epoch(epoch)
+        finally:
+            D.unwrap(self.net)
+            if self.board is not None:
+                self.board.close()
+        return self.history
+
+    def point(self, epoch: int, global_step: int) -> None:
+        """A learning-curve point (rank 0 records the curve)."""
+        if not self.world.main:
+            return
+        self.model.eval()
+        with torch.no_grad(), D.alone():
+            row = {
+                "step": global_step,
+                "epoch": epoch,
+                "samples": self.samples,
+                **self.curve_fn(self.model),
+            }
+        self.model.train()
+        self.points.append(row)
+        if self.board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch", "samples") and math.isfinite(value):
+                    self.board.add_scalar(f"curve/{key}", value, global_step)
+
+    def batches(self, g: torch.Generator) -> list[torch.Tensor]:
+        """The epoch's index batches, drawn from ``g``."""
+        if self.feed.batcher is None:
+            perm = torch.randperm(self.feed.n, generator=g)
+            return [perm[i * self.bs : (i + 1) * self.bs] for i in range(self.steps)]
+        batches = self.feed.batcher(self.feed.n, self.bs, g)
+        if len(batches) != self.steps:
+            raise ValueError(f"batcher gave {len(batches)} batches, expected {self.steps}")
+        return batches
+
+    def epoch(self, epoch: int) -> None:
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        torch.manual_seed(_epoch_seed(self.seed, epoch) + 1 + D.seed_offset())
+        self.net.train()
+        batches = self.batches(g)
+        sums = _Sums(board=self.board_every - 1)
+        replay = self.skip if epoch == self.start else 0  # steps done before the checkpoint
+        if replay:
+            sums = _Sums(**{k: self.partial[k] for k in asdict(sums)})
+            t0 -= self.partial["seconds"]
+        progress = Progress(
+            self.feed.n,
+            f"{JOB.name} epoch {epoch + 1}/{self.epochs}",
+            log=self.log,
+            info={
+                "epoch": epoch + 1,
+                "epochs": self.epochs,
+                "steps": self.steps,
+                "epoch_seconds": self.history[-1]["seconds"] if self.history else None,
+            },
+            done=sums.count,
+        )
+        saved = time.perf_counter()
+        shares = [D.shard(b) for b in batches]  # each rank's part of every global batch
+        stream = self.feed.stream(shares, g, _epoch_seed(self.seed, epoch))
+        for step, (idx, x) in enumerate(stream):
+            if step < replay:  # trained before the checkpoint: only the stream moves on
+                continue
+            if step == replay and replay:  # the dropout draws continue where they stopped
+                torch.set_rng_state(self.partial["cpu_rng"])
+                if "cuda_rng" in self.partial:
+                    torch.cuda.set_rng_state(self.partial["cuda_rng"], self.device)
+            D.kill_hook(epoch, step)  # testing: a rank killed here (PROXY_END2_KILL_AT)
+            self.step(epoch, step, idx, x, len(batches[step]), sums, progress)
+            if (
+                self.every_s
+                and step < self.steps - 1
+                and time.perf_counter() - saved >= self.every_s
+            ):
+                if self.board is not None:
+                    self.board.flush()  # a resumed job purges the events after this step
+                state = sums.state(self.samples, time.perf_counter() - t0)
+                self.save(epoch, step + 1, state)
+                saved = time.perf_counter()
+        self.end_epoch(epoch, t0, sums, progress)
+
+    def step(self, epoch: int, step: int, idx, x, size: int, sums: _Sums, progress) -> None:
+        """One training step on the global batch of ``size`` examples (this rank's ``idx``,
+        ``x``); stops with :class:`Diverged` before a non-finite loss or gradient is applied."""
+        x = x.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits = self.net(x)
+        want_value = step % self.value_every == 0 or step == self.steps - 1
+        with gradient_only(not want_value) as record:
+            loss = self.loss_fn(logits.float(), idx, epoch + step / self.steps)
+        rows = logits.shape[0]
+        # a placeholder is NaN iff the gradient is not finite
+        all_rows, check, placeholder = D.global_step_stats(
+            rows, float(loss.detach()), record.placeholders > 0
+        )
+        if self.world.size > 1:  # DDP averages over ranks: weight by this rank's row share
+            loss = loss * (rows * self.world.size / all_rows)
+        if not math.isfinite(check):
+            what = "the training loss gradient" if placeholder else "the training loss"
+            raise Diverged(f"{what} is {check}", epoch, step, self.steps)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.grad_clip))
+            if not torch.isfinite(norm):
+                raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, self.steps)
+        self.opt.step()
+        self.sched.step()
+        sums.count += size
+        self.samples += size
+        sums.rows += all_rows
+        done = epoch * self.steps + step + 1
+        if self.curve_every and (done % self.curve_every == 0 or step == self.steps - 1):
+            self.point(epoch + 1, done)
+        if not placeholder:
+            sums.value = check
+            sums.total += check * size
+            sums.valued += size
+        progress.update(size, sums.value)
+        if self.board is not None and not placeholder and step >= sums.board:
+            self.board.add_scalar("step/train_loss", sums.value, epoch * self.steps + step + 1)
+            sums.board = step + self.board_every
+
+    def end_epoch(self, epoch: int, t0: float, sums: _Sums, progress) -> None:
+        """The epoch's history row (validation on rank 0), its log line and TensorBoard points,
+        the checkpoint, and the testing hook's stop."""
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": sums.total / sums.valued,
+            "lr": self.sched.get_last_lr()[0],
+        }
+        row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
+        row["train_samples"] = sums.rows  # loss rows: images, target tokens
+        if self.eval_fn is not None and self.world.main:
+            self.model.eval()
+            with torch.no_grad(), D.alone():
+                row.update(self.eval_fn(self.model, epoch))
+        dt = time.perf_counter() - t0
+        row.update({"seconds": dt, "examples_per_s": sums.count / dt})
+        self.history.append(row)
+        progress.report(line=False)  # the record: this epoch done (the log has its line)
+        self.log(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
+        if self.board is not None:  # every learning-curve quantity, against the global step
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
+                    self.board.add_scalar(f"epoch/{key}", value, (epoch + 1) * self.steps)
+            self.board.flush()
+        if self.world.main:
+            self.save(epoch + 1)
+        D.barrier()  # no rank leaves (stops, fails) while rank 0 writes the checkpoint
+        done = epoch + 1 - self.start
+        if self.stop_after and done >= int(self.stop_after) and epoch + 1 < self.epochs:
+            raise Interrupted(
+                f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={self.stop_after})"
+            )
+
+    def save(self, epochs_done: int, steps_done: int = 0, sums: dict | None = None) -> None:
+        self.ckpt.save(
+            self.model,
+            self.opt,
+            self.sched,
+            self.history,
+            self.points,
+            epochs_done,
+            steps_done,
+            sums,
+            self.device,
+        )
 
 
 def fit(
     model: nn.Module,
     feed: Feed,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
     cfg: dict,
     *,
     seed: int,
@@ -263,329 +378,17 @@ def fit(
     ``curve`` (kept in the checkpoint too: a resumed run gives the same rows). It draws no
     random numbers, so training is the same with or without it.
 
-    Checkpoints: after every epoch, and inside an epoch after the first step that ends
-    :func:`checkpoint_seconds` after the last write (one process on the CPU or a GPU). A run
-    resumed inside an epoch replays that epoch's stream up to the step reached (``feed.stream``
-    must draw only from the generator it is given), restores the dropout generator and the
-    epoch's running sums, and trains on from there: on the CPU its weights, history and curve
-    are those of an uninterrupted run.
+    Checkpoints (``ckpt_path``, resumed only with the fingerprint ``fp``): after every epoch,
+    and inside an epoch after the first step that ends :func:`pipeline.checkpoint.
+    checkpoint_seconds` after the last write (one process on the CPU or a GPU). A run resumed
+    inside an epoch replays that epoch's stream up to the step reached (``feed.stream`` must
+    draw only from the generator it is given), restores the dropout generator and the epoch's
+    running sums, and trains on from there: on the CPU its weights, history and curve are those
+    of an uninterrupted run.
     """
-    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
-    n = feed.n
-    steps = math.ceil(n / bs)
-    model.to(device)
-    opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg, steps)
-    history: list[dict] = []
-    points: list[dict] = []
-    start, skip, partial = 0, 0, None  # epochs done; steps done in epoch ``start`` (sums)
-    ckpt_path = Path(ckpt_path)
-    state = _read_checkpoint(ckpt_path, log)
-    if state is not None:
-        at = int(state.get("step", 0))
-        if state.get("fingerprint") == fp and 0 <= at < steps:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            history, start = state["history"], int(state["epoch"])
-            points = list(state.get("curve", []))
-            skip, partial = (at, state["partial"]) if at else (0, None)
-            where = (
-                f"at step {skip}/{steps} of epoch {start + 1}/{epochs}"
-                if skip
-                else f"after epoch {start}/{epochs}"
-            )
-            log(f"resuming from {ckpt_path} {where}")
-        else:
-            log(f"ignoring stale checkpoint {ckpt_path} (config, code, data or seed changed)")
-    world = D.world()
-    every_s = checkpoint_seconds()
-    if world.size > 1 or device.type not in ("cpu", "cuda"):
-        every_s = 0.0  # inside an epoch: one process, whose dropout generator it can restore
-    net = D.data_parallel(model, device)  # ``model`` itself for one process
-    stop_after = os.environ.get(STOP_AFTER_ENV)
-    use_amp = amp_enabled(device, cfg)
-    grad_clip = cfg.get("grad_clip")
-    value_every = int(cfg.get("loss_value_every", LOSS_VALUE_EVERY))
-    board = _board(start * steps + skip + 1 if start or skip else 0)
-    curve_every = int(cfg.get("curve_every") or 0) if curve_fn is not None else 0
-    samples = int(points[-1]["samples"]) if points else 0
-    if partial is not None:
-        samples = int(partial["samples"])
-
-    def save(epochs_done: int, steps_done: int = 0, sums: dict | None = None) -> None:
-        """The checkpoint: after ``epochs_done`` epochs and ``steps_done`` steps of the next
-        (with that epoch's running ``sums`` and the dropout generator's state)."""
-        state = {
-            "fingerprint": fp,
-            "epoch": epochs_done,
-            "step": steps_done,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "history": history,
-            "curve": points,
-        }
-        if steps_done:
-            rng = {"cpu_rng": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["cuda_rng"] = torch.cuda.get_rng_state(device)
-            state["partial"] = {**sums, **rng}
-        atomic_torch_save(state, ckpt_path)
-
-    def point(epoch: int, global_step: int) -> None:
-        if not world.main:  # rank 0 records the curve
-            return
-        model.eval()
-        with torch.no_grad(), D.alone():
-            row = {"step": global_step, "epoch": epoch, "samples": samples, **curve_fn(model)}
-        model.train()
-        points.append(row)
-        if board is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch", "samples") and math.isfinite(value):
-                    board.add_scalar(f"curve/{key}", value, global_step)
-
-    try:
-        if curve_every and start == 0 and skip == 0:
-            point(0, 0)
-        board_every = max(1, steps // 100)  # at most ~100 step points per epoch
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-            torch.manual_seed(_epoch_seed(seed, epoch) + 1 + D.seed_offset())
-            net.train()
-            if feed.batcher is None:
-                perm = torch.randperm(n, generator=g)
-                batches = [perm[i * bs : (i + 1) * bs] for i in range(steps)]
-            else:
-                batches = feed.batcher(n, bs, g)
-                if len(batches) != steps:
-                    raise ValueError(f"batcher gave {len(batches)} batches, expected {steps}")
-            total, count, rows_done = 0.0, 0, 0
-            valued, value, next_board = 0, None, board_every - 1
-            replay = skip if epoch == start else 0  # steps done before the checkpoint
-            if replay:
-                total, count, rows_done = partial["total"], partial["count"], partial["rows"]
-                valued, value, next_board = partial["valued"], partial["value"], partial["board"]
-                t0 -= partial["seconds"]
-            progress = Progress(
-                n,
-                f"{JOB.name} epoch {epoch + 1}/{epochs}",
-                log=log,
-                info={
-                    "epoch": epoch + 1,
-                    "epochs": epochs,
-                    "steps": steps,
-                    "epoch_seconds": history[-1]["seconds"] if history else None,
-                },
-                done=count,
-            )
-            saved = time.perf_counter()
-            shares = [D.shard(b) for b in batches]  # each rank's part of every global batch
-            for step, (idx, x) in enumerate(feed.stream(shares, g, _epoch_seed(seed, epoch))):
-                if step < replay:  # trained before the checkpoint: only the stream moves on
-                    continue
-                if step == replay and replay:  # the dropout draws continue where they stopped
-                    torch.set_rng_state(partial["cpu_rng"])
-                    if "cuda_rng" in partial:
-                        torch.cuda.set_rng_state(partial["cuda_rng"], device)
-                D.kill_hook(epoch, step)
-                x = x.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = net(x)
-                want_value = step % value_every == 0 or step == steps - 1
-                with gradient_only(not want_value) as record:
-                    loss = loss_fn(logits.float(), idx, epoch + step / steps)
-                rows = logits.shape[0]
-                # a placeholder is NaN iff the gradient is not finite
-                all_rows, check, placeholder = D.global_step_stats(
-                    rows, float(loss.detach()), record.placeholders > 0
-                )
-                if world.size > 1:  # DDP averages over ranks: weight by this rank's row share
-                    loss = loss * (rows * world.size / all_rows)
-                if not math.isfinite(check):
-                    what = "the training loss gradient" if placeholder else "the training loss"
-                    raise Diverged(f"{what} is {check}", epoch, step, steps)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-                    if not torch.isfinite(norm):
-                        raise Diverged(f"the gradient norm is {float(norm)}", epoch, step, steps)
-                opt.step()
-                sched.step()
-                count += len(batches[step])
-                samples += len(batches[step])
-                rows_done += all_rows
-                done = epoch * steps + step + 1
-                if curve_every and (done % curve_every == 0 or step == steps - 1):
-                    point(epoch + 1, done)
-                if not placeholder:
-                    value = check
-                    total += value * len(batches[step])
-                    valued += len(batches[step])
-                progress.update(len(batches[step]), value)
-                if board is not None and not placeholder and step >= next_board:
-                    board.add_scalar("step/train_loss", value, epoch * steps + step + 1)
-                    next_board = step + board_every
-                if every_s and step < steps - 1 and time.perf_counter() - saved >= every_s:
-                    if board is not None:
-                        board.flush()  # a resumed job purges the events after this step
-                    sums = {"total": total, "count": count, "rows": rows_done, "valued": valued}
-                    sums.update(value=value, board=next_board, samples=samples)
-                    save(epoch, step + 1, {**sums, "seconds": time.perf_counter() - t0})
-                    saved = time.perf_counter()
-            row = {"epoch": epoch + 1, "train_loss": total / valued, "lr": sched.get_last_lr()[0]}
-            row["train_seconds"] = time.perf_counter() - t0  # the steps alone, before validation
-            row["train_samples"] = rows_done  # loss rows: images, target tokens
-            if eval_fn is not None and world.main:
-                model.eval()
-                with torch.no_grad(), D.alone():
-                    row.update(eval_fn(model, epoch))
-            dt = time.perf_counter() - t0
-            row.update({"seconds": dt, "examples_per_s": count / dt})
-            history.append(row)
-            progress.report(line=False)  # the record: this epoch done (the log has its line)
-            log(
-                " ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                )
-            )
-            if board is not None:  # every learning-curve quantity, against the global step
-                for key, value in row.items():
-                    if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
-                        board.add_scalar(f"epoch/{key}", value, (epoch + 1) * steps)
-                board.flush()
-            if world.main:
-                save(epoch + 1)
-            D.barrier()  # no rank leaves (stops, fails) while rank 0 writes the checkpoint
-            if stop_after and epoch + 1 - start >= int(stop_after) and epoch + 1 < epochs:
-                raise Interrupted(
-                    f"stopped after epoch {epoch + 1} ({STOP_AFTER_ENV}={stop_after})"
-                )
-    finally:
-        D.unwrap(net)
-        if board is not None:
-            board.close()
+    ckpt = Checkpoint(ckpt_path, fp, log)
+    run = _Run(model, feed, loss_fn, cfg, seed, ckpt, eval_fn, device, log, curve_fn)
+    history = run.run()
     if curve is not None:
-        curve.extend(points)
+        curve.extend(run.points)
     return history
-
-
-def _board(purge_step: int):
-    """The job's TensorBoard writer (``None`` without a TensorBoard folder). It drops the
-    events an earlier attempt logged at ``purge_step`` and after: a resumed job passes the
-    global step after its checkpoint's (those up to it stay), a fresh one 0 (all go)."""
-    if JOB.tensorboard is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(JOB.tensorboard), purge_step=purge_step)
-
-
-def write_history(history: list[dict], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-
-
-def fit_and_save(
-    model: nn.Module,
-    feed: Feed,
-    loss_fn,
-    cfg: dict,
-    *,
-    seed: int,
-    ckpt,
-    out,
-    fp_inputs: dict,
-    meta: dict,
-    eval_fn,
-    device: torch.device,
-    log: Callable[[str], None],
-    curve_fn: Callable[[nn.Module], dict] | None = None,
-) -> list[dict]:
-    """What every training stage does around :func:`fit`: the checkpoint fingerprint (config
-    slice without the device, seed, ``fp_inputs``: the inputs' and the code's checksums), the
-    resumable fit, then the weights with ``meta`` + config + the code's checksum + history beside
-    them, ``history.csv`` (and the learning curve :data:`CURVE_FILE` when ``curve_fn`` is given),
-    and the checkpoint removed."""
-    cfg_fp = {k: v for k, v in cfg.items() if k != "device"}  # resuming on another device is fine
-    fp = fingerprint({"cfg": cfg_fp, "seed": seed, **fp_inputs})
-    points: list[dict] = []
-    history = fit(
-        model,
-        feed,
-        loss_fn,
-        cfg,
-        seed=seed,
-        ckpt_path=ckpt,
-        fp=fp,
-        eval_fn=eval_fn,
-        device=device,
-        log=log,
-        curve_fn=curve_fn,
-        curve=points,
-    )
-    if not D.world().main:  # rank 0 writes the job's artifacts
-        return history
-    meta = {**meta, "seed": seed, "config": cfg, "code_sha256": fp_inputs.get("code")}
-    save_model(model.cpu(), out, {**meta, "history": history})
-    write_history(history, Path(out).with_name("history.csv"))
-    if curve_fn is not None:
-        write_history(points, Path(out).with_name(CURVE_FILE))
-    Path(ckpt).unlink(missing_ok=True)  # a finished job leaves no checkpoint to resume
-    return history
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def training_cli(description: str, stage: str, run, extra_args=None) -> None:
-    """Command line shared by the training stages (``train``, ``distill``): the common flags,
-    the resource record, and exit code 3 when a run stops early (:data:`STOP_AFTER_ENV`).
-    ``run(args, cfg, log)`` trains and returns the history."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--task", required=True, help="image | text (pipeline.tasks)")
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--num-classes", type=int, default=None, help="K, where the task sweeps it")
-    ap.add_argument("--seed", required=True, type=int)
-    ap.add_argument("--config-json", required=True)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--ckpt", required=True, type=Path)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    ap.add_argument("--resources-json", type=Path, default=None, help="resource record to write")
-    add_progress_arguments(ap)
-    if extra_args:
-        extra_args(ap)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    device = D.init(select_device(args.device))  # joins the job's ranks, if it has several
-    main = D.world().main  # rank 0 alone logs and writes the records
-    cfg = {**json.loads(args.config_json), "device": args.device}
-    name = " ".join(
-        [stage, *([cfg["method"]] if "method" in cfg else []), f"seed={args.seed}"]
-        + ([f"V={args.num_classes}"] if args.num_classes else [])
-    )
-    try:
-        with (
-            reported(),
-            job(name, *((args.progress, args.tensorboard) if main else (None, None))),
-            ResourceRecord(args.resources_json if main else None, stage, device) as rec,
-        ):
-            history = run(args, cfg, D.main_only(lambda s: print(s, flush=True)))
-            rec.samples = int(sum(h.get("train_samples", 0) for h in history))
-        D.close()
-    except Interrupted as err:
-        print(err, flush=True)
-        sys.exit(3)
-    except Diverged as err:
-        print(err, file=sys.stderr, flush=True)
-        sys.exit(4)

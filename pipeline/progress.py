@@ -83,6 +83,17 @@ def job(name: str, record=None, tensorboard=None) -> Iterator[Job]:
         JOB.name, JOB.record, JOB.tensorboard = before
 
 
+def tensorboard_writer(purge_step: int):
+    """The job's TensorBoard writer (``None`` without a TensorBoard folder). It drops the
+    events an earlier attempt logged at ``purge_step`` and after: a resumed job passes the
+    global step after its checkpoint's (those up to it stay), a fresh one 0 (all go)."""
+    if JOB.tensorboard is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(JOB.tensorboard), purge_step=purge_step)
+
+
 def add_arguments(ap) -> None:
     """The ``--progress`` and ``--tensorboard`` flags of a stage's command line."""
     ap.add_argument("--progress", type=Path, default=None, help="progress record (JSON) to keep")

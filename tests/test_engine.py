@@ -1,31 +1,37 @@
-"""pipeline.engine: optimisers, schedules, devices."""
+"""pipeline.engine and what it is built from: optimisers and schedules (pipeline.optim),
+devices (pipeline.device), checkpoints (pipeline.checkpoint)."""
 
 import pytest
 import torch
 
+from pipeline import checkpoint as C
+from pipeline import device, optim
 from pipeline import engine as T
+from pipeline.training import count_parameters
 
 
 def test_optimizers_are_built_as_configured():
     m = torch.nn.Linear(2, 2)
-    adamw = T.make_optimizer(m, {"lr": 0.1, "weight_decay": 0.01})
+    adamw = optim.make_optimizer(m, {"lr": 0.1, "weight_decay": 0.01})
     assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.01
-    adam = T.make_optimizer(m, {"optimizer": "adam", "lr": 0.1, "betas": [0.8, 0.9]})
+    adam = optim.make_optimizer(m, {"optimizer": "adam", "lr": 0.1, "betas": [0.8, 0.9]})
     assert type(adam) is torch.optim.Adam and adam.defaults["betas"] == (0.8, 0.9)
-    sgd = T.make_optimizer(m, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True})
+    sgd = optim.make_optimizer(
+        m, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True}
+    )
     assert type(sgd) is torch.optim.SGD
     assert sgd.defaults["momentum"] == 0.5 and sgd.defaults["nesterov"] is True
     assert sgd.defaults["lr"] == 0.1
     with pytest.raises(ValueError, match="optimizer"):
-        T.make_optimizer(m, {"optimizer": "lion", "lr": 0.1})
+        optim.make_optimizer(m, {"optimizer": "lion", "lr": 0.1})
 
 
 def test_schedules():
     m = torch.nn.Linear(2, 2)
 
     def lrs(cfg, steps=10):
-        opt = T.make_optimizer(m, {"optimizer": "sgd", "lr": 1.0})
-        sched = T.make_scheduler(opt, cfg, steps)
+        opt = optim.make_optimizer(m, {"optimizer": "sgd", "lr": 1.0})
+        sched = optim.make_scheduler(opt, cfg, steps)
         out = []
         for _ in range(cfg["epochs"] * steps):
             out.append(sched.get_last_lr()[0])
@@ -44,19 +50,19 @@ def test_schedules():
 
 
 def test_device_and_mixed_precision_choices():
-    assert T.select_device("cpu").type == "cpu"
-    assert T.amp_enabled(torch.device("cuda"), {}) is True  # CUDA path decided without a GPU
-    assert T.amp_enabled(torch.device("cuda"), {"amp": False}) is False
-    assert T.amp_enabled(torch.device("cpu"), {"amp": True}) is False
+    assert device.select_device("cpu").type == "cpu"
+    assert optim.amp_enabled(torch.device("cuda"), {}) is True  # CUDA path decided without a GPU
+    assert optim.amp_enabled(torch.device("cuda"), {"amp": False}) is False
+    assert optim.amp_enabled(torch.device("cpu"), {"amp": True}) is False
     if not torch.cuda.is_available():
-        assert T.select_device("auto").type == "cpu"
+        assert device.select_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="CUDA is not available"):
-            T.select_device("cuda")
+            device.select_device("cuda")
 
 
 def test_fit_checks_the_batcher_and_counts_parameters(tmp_path):
     model = torch.nn.Linear(3, 2)
-    assert T.count_parameters(model) == 3 * 2 + 2
+    assert count_parameters(model) == 3 * 2 + 2
     x = torch.randn(10, 3)
     feed = T.Feed(10, lambda batches, g, seed: ((i, x[i]) for i in batches), lambda n, b, g: [])
     with pytest.raises(ValueError, match="batcher gave 0 batches, expected 3"):
@@ -233,14 +239,14 @@ def test_a_run_stopped_inside_an_epoch_resumes_there_to_the_uninterrupted_result
         timing = ("train_seconds", "seconds", "examples_per_s")
         return model, [{c: v for c, v in r.items() if c not in timing} for r in history], points
 
-    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, "0")  # epoch checkpoints only
+    monkeypatch.setenv(C.CHECKPOINT_MINUTES_ENV, "0")  # epoch checkpoints only
     clean, clean_history, clean_curve = run(tmp_path / "clean.pt")
     trained.clear()
     with pytest.raises(_Stop):
         run(tmp_path / "epochs.pt", stop_at=7)  # the third step of epoch 2
     assert torch.load(tmp_path / "epochs.pt", weights_only=True)["step"] == 0  # epoch 1's
 
-    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, "1e-9")  # after every step
+    monkeypatch.setenv(C.CHECKPOINT_MINUTES_ENV, "1e-9")  # after every step
     trained.clear()
     with pytest.raises(_Stop):
         run(tmp_path / "steps.pt", stop_at=7)
@@ -256,9 +262,9 @@ def test_a_run_stopped_inside_an_epoch_resumes_there_to_the_uninterrupted_result
 
 @pytest.mark.parametrize("value", ["-1", "ten", "nan"])
 def test_a_bad_checkpoint_cadence_names_the_variable(tmp_path, monkeypatch, value):
-    monkeypatch.setenv(T.CHECKPOINT_MINUTES_ENV, value)
+    monkeypatch.setenv(C.CHECKPOINT_MINUTES_ENV, value)
     feed = T.Feed(4, lambda batches, g, seed: ((i, torch.ones(len(i), 3)) for i in batches))
-    with pytest.raises(ValueError, match=rf"{T.CHECKPOINT_MINUTES_ENV}='{value}': must be"):
+    with pytest.raises(ValueError, match=rf"{C.CHECKPOINT_MINUTES_ENV}='{value}': must be"):
         T.fit(torch.nn.Linear(3, 2), feed, lambda z, i, e: z.sum(),
               {"epochs": 1, "batch_size": 2, "lr": 0.1}, seed=0, ckpt_path=tmp_path / "c.pt",
               fp="x", log=lambda s: None)  # fmt: skip

@@ -26,7 +26,7 @@ import torch
 
 from pipeline import distributed as D
 from pipeline import methods, tasks
-from pipeline.engine import select_device, set_threads
+from pipeline.device import select_device, set_threads
 from pipeline.io import ArtifactError, atomic_save, atomic_write_text, read_json, reported
 from pipeline.progress import add_arguments as add_progress_arguments
 from pipeline.progress import job

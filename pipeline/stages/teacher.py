@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline import distributed as D
 from pipeline import tasks
-from pipeline.engine import select_device, set_threads
+from pipeline.device import select_device, set_threads
 from pipeline.io import reported
 from pipeline.progress import add_arguments as add_progress_arguments
 from pipeline.progress import job

@@ -15,30 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
-from pipeline import tasks
-from pipeline.engine import (
-    count_parameters,
-    fit_and_save,
-    select_device,
-    training_cli,
-)
+from pipeline.defaults import setting
 from pipeline.imports import code_fingerprint
-
-
-def start(task: str, data_dir, cfg: dict, num_classes: int | None):
-    """What every training stage begins with: the task, the device, the training set."""
-    impl = tasks.load(task)
-    device = select_device(cfg.get("device", "auto"))
-    return impl, device, impl.training_set(data_dir, cfg, num_classes, device)
-
-
-def seeded_model(impl, cfg: dict, ts, seed: int) -> torch.nn.Module:
-    """The task's model for ``cfg["model"]``, initialised from ``seed``."""
-    torch.manual_seed(seed)
-    return impl.build_model(cfg["model"], ts.info)
+from pipeline.training import count_parameters, fit_and_save, seeded_model, start, training_cli
 
 
 def train_member(
@@ -55,7 +36,7 @@ def train_member(
     impl, device, ts = start(task, data_dir, cfg, num_classes)
     model = seeded_model(impl, cfg, ts, seed)
     log(f"member seed={seed} {ts.about} params={count_parameters(model)} device={device}")
-    smoothing = float(cfg.get("label_smoothing", 0.0))
+    smoothing = float(setting(cfg, "label_smoothing"))
 
     def loss_fn(logits, idx, epoch):
         return F.cross_entropy(logits, ts.targets(idx), label_smoothing=smoothing)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.engine import CHECKPOINT_MINUTES_ENV
+from pipeline.checkpoint import CHECKPOINT_MINUTES_ENV
 from pipeline.io import save_model
 from tests.workflow.helpers import REPO, snakemake, write_config
 

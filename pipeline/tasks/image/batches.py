@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from pipeline import distributed as D
-from pipeline.engine import CPU, Feed
+from pipeline.device import CPU
+from pipeline.engine import Feed
 from pipeline.progress import Progress
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from pipeline import __version__, distributed, methods
-from pipeline.engine import select_device
+from pipeline.device import select_device
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
     ArtifactError,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.engine import count_parameters
 from pipeline.tasks.image.models import MODELS, build_model, load_trained
+from pipeline.training import count_parameters
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
