@@ -4,7 +4,8 @@ found by reading the code (``ast``), not by importing it.
 The workflow lists these files as each rule's inputs, so editing any module a stage really
 imports (directly, through another module, or inside a function) reruns exactly the jobs of that
 stage. A stage calls its task as ``impl.<function>`` (``impl = tasks.load(task)``):
-:func:`stage_closure` reads which interface functions the stage calls and follows only the imports
+:func:`stage_closure` reads which interface functions the stage (and the shared modules it
+imports) calls and follows only the imports
 of those functions in the task's ``__init__.py`` (which imports its implementation modules inside
 the functions), so an edit of the task's evaluation code reruns its evaluations, not its
 training. Standard library only, no torch.
@@ -100,8 +101,8 @@ def import_closure(
 
 
 def task_calls(path: Path) -> set[str]:
-    """The task interface functions a stage module calls: every ``impl.<name>`` (the stages'
-    convention: the loaded task is always called ``impl``)."""
+    """The task interface functions a module calls: every ``impl.<name>`` (the convention of
+    the stages and the modules below them: the loaded task is always called ``impl``)."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))
     return {
         node.attr
@@ -114,13 +115,15 @@ def task_calls(path: Path) -> set[str]:
 
 def stage_closure(stage: str, task: str, root: Path) -> list[Path]:
     """The files stage ``pipeline.stages.<stage>`` runs for ``task``: its own import closure and
-    what the task functions called by it (or by the stage modules it imports) import."""
+    what the task functions called by it (or by the shared modules it imports, such as
+    :mod:`pipeline.training`) import. A task's ``spec`` module is in no closure: the workflow
+    reads it, and its facts reach the jobs through their rules' inputs, outputs and commands."""
     module = f"{PACKAGE}.stages.{stage}"
     if module_file(module, root) is None:
         raise ValueError(f"no stage module {module} under {root}")
     own = import_closure([module], root)
-    stages_dir = Path(root, PACKAGE, "stages")
-    calls = set().union(*(task_calls(p) for p in own if p.parent == stages_dir))
+    tasks_dir = Path(root, PACKAGE, "tasks")
+    calls = set().union(*(task_calls(p) for p in own if tasks_dir not in p.parents))
     if not calls:
         return own
     task_module = f"{PACKAGE}.tasks.{task}"

@@ -76,6 +76,8 @@ class Method:
         dirichlet: the student's output is read as a Dirichlet ``alpha = exp(z) + m_off``
             (uncertainty from ``alpha``); otherwise as a categorical ``softmax(z)``.
         needs_floored: the loss reads ``mean_m ln(pi_m + eps)`` (EnD2's likelihood target).
+        needs_ensemble: the loss needs the ensemble's diversity (its RMI, a Dirichlet fitted to
+            the members): an ensemble of one member (RMI 0, one sample) cannot teach it.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Method:
     defaults: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     dirichlet: bool = True
     needs_floored: bool = False
+    needs_ensemble: bool = True
 
 
 def _method(name, display, color, loss_fn, defaults, **kw) -> Method:
@@ -94,7 +97,7 @@ def _method(name, display, color, loss_fn, defaults, **kw) -> Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        _method("end", "EnD", "tab:blue", "end_loss", {}, dirichlet=False),
+        _method("end", "EnD", "tab:blue", "end_loss", {}, dirichlet=False, needs_ensemble=False),
         _method(
             "end2",
             "EnD²",

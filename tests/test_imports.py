@@ -1,10 +1,15 @@
 """pipeline.imports (the rerun triggers of the workflow) and the package's layering."""
 
 import ast
+import inspect
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline import tasks
 from pipeline.imports import import_closure, module_file, stage_closure, task_calls
 from pipeline.tasks import TASKS
 
@@ -71,7 +76,7 @@ def test_stage_closures_of_the_real_package():
     assert {"tasks/text/evaluation.py", "tasks/text/tokens.py", "maths/metrics.py"} <= evaluate
     assert task_calls(PKG / "stages" / "distill.py") == {"student_teacher"}
     distill = {p.relative_to(PKG).as_posix() for p in stage_closure("distill", "image", REPO)}
-    # through stages.train.start / seeded_model: the training set and the model as well
+    # through pipeline.training.start / seeded_model: the training set and the model as well
     assert {"tasks/image/cache.py", "tasks/image/data.py", "tasks/image/models.py"} <= distill
     assert "tasks/image/evaluation.py" not in distill
     with pytest.raises(ValueError, match="no stage module"):
@@ -101,42 +106,124 @@ def _imports(path: Path) -> set[str]:
     return {n for n in names if n.startswith("pipeline")}
 
 
+def _task_package(name: str, pkg: Path) -> str | None:
+    """The task package a module name belongs to (``pipeline.tasks.<task>...``), else None."""
+    parts = name.split(".")
+    task = parts[2] if parts[:2] == ["pipeline", "tasks"] and len(parts) > 2 else None
+    return task if task and (pkg / "tasks" / task).is_dir() else None
+
+
+def _layer_problems(pkg: Path) -> list[str]:
+    """Every import of ``pkg`` (a ``pipeline`` folder) that breaks the layers."""
+    bad = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        own = rel.split("/")[1] if rel.startswith("tasks/") and rel.count("/") > 1 else None
+        for n in sorted(_imports(path)):
+            if rel.startswith("maths/") and not n.startswith("pipeline.maths"):
+                bad.append(f"{rel}: the maths imports {n}")
+            if n.startswith("pipeline.stages"):  # no stage imports a stage, nothing below one
+                bad.append(f"{rel}: imports the stage {n}")
+            other = _task_package(n, pkg)
+            if other is not None and other != own:
+                where = "a stage" if rel.startswith("stages/") else "outside its task"
+                bad.append(f"{rel}: {where} imports the task module {n}")
+    return bad
+
+
 def test_layers():
-    """The maths imports no stage or task, no task imports another task or a stage, no stage
-    imports another stage's private names, and nothing below the stages imports one."""
+    """The maths imports only itself; nothing imports a stage (no stage another stage's code:
+    what stages share lives below them); a task module imports no other task; no stage (nor any
+    shared module) imports a task package by name: they reach a task through pipeline.tasks."""
+    assert _layer_problems(PKG) == []
+
+
+def test_layers_catch_each_kind_of_breach(tmp_path):
+    """The check above fails on each breach it names (so it cannot pass by construction)."""
+    shutil.copytree(PKG, tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    breaches = {
+        "stages/figures.py": "from pipeline.tasks.image import data\n",
+        "stages/distill.py": "from pipeline.stages.train import train_member\n",
+        "tasks/text/model.py": "from pipeline.tasks.image import models\n",
+        "maths/losses.py": "from pipeline import methods\n",
+        "training.py": "import pipeline.stages.train\n",
+    }
+    for rel, line in breaches.items():
+        path = tmp_path / "pipeline" / rel
+        path.write_text(line + path.read_text())
+    found = "\n".join(_layer_problems(tmp_path / "pipeline"))
+    for rel in breaches:
+        assert rel in found, (rel, found)
+
+
+def test_no_task_is_probed_or_named_where_every_task_runs():
+    """Stages, rules, the config checks and the plan learn what a task can do from its spec:
+    no ``hasattr`` probing, and no task name (as a string) compared or branched on."""
+    names = set(TASKS)
+    sources = [*(PKG / "stages").glob("*.py"), PKG / "config.py", PKG / "plan.py"]
+    sources += [PKG / "training.py", PKG / "engine.py"]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "hasattr":
+                raise AssertionError(f"{path.name}: hasattr")
+            if isinstance(node, ast.Constant) and node.value in names:
+                raise AssertionError(f"{path.name}: the task name {node.value!r}")
+    for path in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
+        text = path.read_text()
+        for name in names:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path.name, name)
+        assert "hasattr" not in text, path.name
+
+
+def test_files_are_small():
+    """No module of the package over 400 lines; the shared rule file under 150."""
     for path in PKG.rglob("*.py"):
-        rel = path.relative_to(PKG).as_posix()
-        imports = _imports(path)
-        if rel.startswith("maths/"):
-            assert all(n.startswith("pipeline.maths") for n in imports), (rel, imports)
-        if rel.startswith("tasks/") and rel != "tasks/__init__.py":
-            task = rel.split("/")[1]
-            for n in imports:
-                assert not n.startswith("pipeline.stages"), (rel, n)
-                other = n.split(".")[2] if n.startswith("pipeline.tasks.") else None
-                assert other is None or other not in TASKS or other == task, (rel, n)
-        if not rel.startswith("stages/"):
-            assert not any(n.startswith("pipeline.stages") for n in imports), (rel, imports)
-        else:
-            for n in imports:
-                if n.startswith("pipeline.stages."):
-                    assert not n.rsplit(".", 1)[1].startswith("_"), (rel, n)
-
-
-def test_maths_files_are_small():
-    for path in (PKG / "maths").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 400, path
+    common = REPO / "workflow" / "rules" / "common.smk"
+    assert len(common.read_text().splitlines()) < 150
 
 
-@pytest.mark.parametrize("name", ["image", "text"])
+def _params(fn) -> list[str]:
+    return [n for n in inspect.signature(fn).parameters if n != "self"]
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_implements_the_interface(name):
-    import inspect
-
-    from pipeline import tasks
-
+    """Each function of the Task protocol (and of Diagnostic exactly where the spec declares
+    it) with the protocol's parameters, in its order; the spec is the package's own."""
     impl = tasks.load(name)
+    spec = tasks.spec(name)
     for function in tasks.INTERFACE:
-        assert inspect.isfunction(getattr(impl, function, None)), (name, function)
-    assert tasks.spec(name).name == name
+        got = getattr(impl, function, None)
+        assert inspect.isfunction(got), (name, function)
+        assert _params(got) == _params(getattr(tasks.Task, function)), (name, function)
+    for function, flag in tasks.OPTIONAL.items():
+        assert (function in vars(impl)) == getattr(spec, flag), (name, function)
+        if getattr(spec, flag):
+            want = _params(getattr(tasks.Diagnostic, function))
+            assert _params(getattr(impl, function)) == want, (name, function)
+    schemas = {p.name for p in (REPO / "workflow" / "schemas").glob("*.yaml")}
+    assert spec.name == name and spec.schema in schemas
     with pytest.raises(ValueError, match="unknown task 'audio'"):
         tasks.spec("audio")
+
+
+def test_a_task_is_discovered_from_its_package(tmp_path):
+    """A package under pipeline/tasks with a spec module is a task, found without editing any
+    shared module."""
+    shutil.copytree(PKG, tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    toy = tmp_path / "pipeline" / "tasks" / "toy"
+    toy.mkdir()
+    (toy / "__init__.py").write_text("")
+    spec = (PKG / "tasks" / "image" / "spec.py").read_text()
+    (toy / "spec.py").write_text(spec.replace('name="image"', 'name="toy"'))
+    code = "import pipeline.tasks as t; print(sorted(t.TASKS), t.spec('toy').cached_teacher)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['image', 'text', 'toy'] True"

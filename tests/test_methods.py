@@ -112,14 +112,40 @@ def test_systems_and_display():
     assert methods.parse_system("pd_end2-seed1") == ("pd_end2", 1)
     with pytest.raises(ValueError, match="cannot parse system name"):
         methods.parse_system("student")
-    assert methods.GROUP_ORDER[:2] == ["member", "ensemble"]
-    assert set(methods.METHODS) <= set(methods.GROUP_LABELS) & set(methods.COLORS)
+    assert methods.parse_system("pd_end2_moff0-seed12") == ("pd_end2_moff0", 12)
+    # labels: the registry's display names; a variant reads "<base display> <suffix>"; a
+    # group of no registered method keeps its name
+    assert [methods.label(g) for g in ("member", "end2", "pd_end2_moff0", "end2_t2_5")] == [
+        "Single model",
+        "EnD²",
+        "PD-EnD² moff0",
+        "EnD² t2 5",
+    ]
+    assert methods.label("kd_custom") == "kd_custom"
+    # order: members, ensemble, then each method followed by its variants, unknown groups last
+    groups = ["pd_end2_moff0", "kd_custom", "end2", "pd_end2", "ensemble", "end_bias", "member"]
+    assert sorted(groups, key=methods.order) == [
+        "member",
+        "ensemble",
+        "end_bias",
+        "end2",
+        "pd_end2",
+        "pd_end2_moff0",
+        "kd_custom",
+    ]
+    # the longest registered prefix names a variant's base: pd_end2_x is PD-EnD2's, not EnD's
+    assert methods.label("pd_end2_x").startswith("PD-EnD²")
+    # colours: a variant's is stable and from the variant palette, never a registered method's
+    assert methods.color("pd_end2_moff0") == methods.color("pd_end2_moff0")
+    assert methods.color("pd_end2_moff0") in methods.VARIANT_PALETTE
+    assert methods.color("pd_end2") == "tab:green" and methods.color("member") == "tab:gray"
 
 
 def test_the_workflow_modules_do_not_import_torch():
     code = (
         "import sys; import pipeline.methods, pipeline.tasks, pipeline.imports, "
-        "pipeline.config, pipeline.progress, pipeline.status; "
+        "pipeline.config, pipeline.progress, pipeline.status, pipeline.plan, "
+        "pipeline.figure_registry, pipeline.defaults; "
         "bad = [m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline import methods
-from pipeline.engine import count_parameters, fit_and_save, training_cli
+from pipeline import methods, tasks
 from pipeline.imports import code_fingerprint
 from pipeline.io import ArtifactError, read_json
-from pipeline.stages.train import seeded_model, start
+from pipeline.training import count_parameters, fit_and_save, seeded_model, start, training_cli
 
 LR_CHOICE_RULE = "lr_choice"  # writes the choice.json that --lr-from reads
 
@@ -49,6 +48,7 @@ def distill(
     variant's name, when it is one); returns the history."""
     method, options = cfg["method"], cfg.get("options", {})
     opts = methods.resolve_options(method, options)  # an unknown method or option stops here
+    tasks.spec(task).check_students("students", cfg, opts["init_bias"])
     impl, device, ts = start(task, data_dir, cfg, num_classes)
     teacher = impl.student_teacher(teacher_dir, member_files, ts, method, options, device)
     model = seeded_model(impl, cfg, ts, seed)
@@ -59,11 +59,7 @@ def distill(
     if opts["init_bias"] == "log_marginal":
         bias = init_output_bias(model, teacher)
         log(f"output bias set to the ensemble's log class-marginal (max {bias.max():.3f})")
-    curve_fn = None
-    if cfg.get("curve_every"):
-        if not hasattr(teacher, "curve"):
-            raise ValueError(f"curve_every: the {task} task's teacher records no learning curve")
-        curve_fn = teacher.curve
+    curve_fn = teacher.curve if cfg.get("curve_every") else None
 
     def loss_fn(logits, idx, progress):
         return methods.loss(method, options, logits, teacher.stats(idx, progress))
@@ -101,12 +97,11 @@ def distill(
     )
 
 
-def init_output_bias(model: torch.nn.Module, teacher) -> torch.Tensor:
+def init_output_bias(model: torch.nn.Module, teacher: tasks.TeacherSource) -> torch.Tensor:
     """Set the bias of ``model``'s output layer (its last ``nn.Linear``) to the teacher's
-    ``log_marginal()`` ``[K]``: ln of the ensemble's mean pi_bar over training tokens, so the
-    student starts out predicting the ensemble's class marginal. Returns the bias."""
-    if not hasattr(teacher, "log_marginal"):
-        raise ValueError("init_bias: log_marginal is not available for this task's teacher")
+    ``log_marginal()`` ``[K]`` (a task whose spec declares ``log_marginal``): ln of the
+    ensemble's mean pi_bar over training tokens, so the student starts out predicting the
+    ensemble's class marginal. Returns the bias."""
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not linear or linear[-1].bias is None:
         raise ValueError("init_bias: the student has no output layer with a bias")

@@ -21,9 +21,9 @@ import torch
 
 from pipeline import methods
 from pipeline.io import atomic_write_text
+from pipeline.maths.gradients import HEAD_THRESHOLD, head_share
 from pipeline.maths.stats import TeacherStats, teacher_stats
 
-HEAD_THRESHOLD = 1e-3
 KS = (10, 100, 1000, 10000, 40000)
 """Class counts of the head-share table (``gradient_analysis.ks``)."""
 BATCH = 8
@@ -64,12 +64,6 @@ def gradient_magnitudes(method: str, logits: torch.Tensor, stats: TeacherStats) 
     z = logits.clone().requires_grad_(True)
     methods.loss(method, {}, z, stats, reduction="sum").backward()
     return z.grad.abs()
-
-
-def head_share(grad_abs: torch.Tensor, mean_probs: torch.Tensor) -> torch.Tensor:
-    """Share of ``sum_c |g_c|`` on classes with ``pi_bar_c >= HEAD_THRESHOLD``, ``[B]``."""
-    head = mean_probs >= HEAD_THRESHOLD
-    return (grad_abs * head).sum(-1) / grad_abs.sum(-1).clamp_min(1e-300)
 
 
 def run(ks=KS, batch: int = BATCH, seed: int = 0) -> pd.DataFrame:

@@ -1,101 +1,239 @@
 """Tasks: what differs between an image classifier and a language model, behind one interface.
 
-A task is a package ``pipeline.tasks.<name>`` plus a :class:`TaskSpec` line in :data:`TASKS`. The
-stages (``pipeline.stages``) are written once against the functions every task package provides:
+A task is a package ``pipeline/tasks/<name>/`` with
 
-=====================  ==========================================================================
-``prepare``            ``(cfg, out) -> manifest``: raw data -> prepared splits + manifest.json
-``describe``           ``(manifest) -> str``: a summary for the log
-``training_set``       ``(data_dir, cfg, num_classes, device) -> engine.TrainingSet``: the
-                       training examples as :func:`pipeline.engine.fit` reads them, their
-                       targets, the model's metadata, the validation data
-``build_model``        ``(model_cfg, info) -> nn.Module`` (logits ``[rows, K]``)
-``load_model``         ``(path) -> (model, meta)``: a trained member or student
-``validate``           ``(model, training_set, device) -> {val_acc, val_nll}``
-``build_teacher``      ``(data_dir, member_files, seeds, out, cfg, num_classes, log)
-                       -> (manifest, samples)``: the teacher artifact of the run
-``student_teacher``    ``(teacher_dir, member_files, training_set, method, options, device)
-                       -> TeacherSource``: what a student learns from (``stats(idx, progress)``,
-                       ``validate(model, epoch)``, ``member_sha256``)
-``evaluate_system``    ``(group, seed, data_dir, teacher_dir, model, meta, cfg, num_classes,
-                       device) -> Evaluation``: tidy metric rows + per-example arrays
-``tables``             ``(tidy, histories) -> {name: Table}``: the run's summary tables
-=====================  ==========================================================================
+* ``spec.py``: its :class:`TaskSpec` as ``SPEC`` (torch-free: the workflow reads it while it
+  builds the DAG). :data:`TASKS` discovers every package that has one; adding a task edits no
+  shared module;
+* ``__init__.py``: the functions of the :class:`Task` protocol (and of :class:`Diagnostic` where
+  its spec declares ``gradient_diagnostic``), each importing its implementation inside its body
+  (:mod:`pipeline.imports` follows those imports per stage, so an edit reruns only the stages
+  that call it).
 
-This module imports neither torch nor matplotlib: the workflow reads :data:`TASKS` while it
-builds the DAG; :func:`load` imports a task's implementation when a stage runs.
+The stages (``pipeline.stages``) are written once against :class:`Task` and know a task only
+through it and its spec: what a task can do beyond the protocol is a named field of its spec
+(``curves``, ``log_marginal``, ``gradient_diagnostic``, ...), never probed.
+
+This module imports neither torch nor matplotlib; :func:`load` imports a task's
+implementation when a stage runs.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import importlib.util
+import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["INTERFACE", "TASKS", "TaskSpec", "load", "spec"]
+from pipeline.errors import ConfigError
 
-INTERFACE = (
-    "prepare",
-    "describe",
-    "training_set",
-    "build_model",
-    "load_model",
-    "validate",
-    "build_teacher",
-    "student_teacher",
-    "evaluate_system",
-    "tables",
-)
-"""The functions every task package provides (the table above)."""
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
+    from pipeline.engine import TrainingSet
+    from pipeline.figure_registry import Figure
+    from pipeline.maths.stats import TeacherStats
+    from pipeline.tables import Table
 
-def _image_splits(config: dict) -> list[str]:
-    ood = config["ood"]
-    folders = ood.get("folders") or {}  # imagefolder shift/OOD sets
-    return (
-        ["train", "val", "test"]
-        + [f"ood_{name}" for name in ood.get("sets", [])]
-        + (["shift"] if ood.get("corruptions") else [])
-        + [f"ood_{n}" for n, f in folders.items() if f["kind"] == "ood"]
-        + [f"shift_{n}" for n, f in folders.items() if f["kind"] == "shift"]
-        + (["shift"] if any(f["kind"] == "corruptions" for f in folders.values()) else [])
-    )
+__all__ = [
+    "DEFAULT_TASK",
+    "INTERFACE",
+    "OPTIONAL",
+    "TASKS",
+    "Diagnostic",
+    "Published",
+    "Task",
+    "TaskSpec",
+    "TeacherSource",
+    "load",
+    "spec",
+]
 
 
-def _text_splits(config: dict) -> list[str]:
-    return ["train", "val", "test"] + [f"ood_{s}" for s in config["ood"]["sets"]]
+@runtime_checkable
+class TeacherSource(Protocol):
+    """What a student learns from (``Task.student_teacher``).
+
+    Attributes:
+        member_sha256: checksum of the members it was built from (kept in the student's metadata;
+            evaluation checks it against the teacher artifact).
+
+    ``curve`` is called only where the task's spec declares ``curves``, ``log_marginal`` only
+    where it declares ``log_marginal``; a teacher without the capability need not define them.
+    """
+
+    member_sha256: str
+
+    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+        """The teacher statistics (rows in the order of the student's logit rows) of training
+        examples ``idx [b]`` at ``progress`` (epochs done, a float: EnD2's temperature clock)."""
+
+    def validate(self, model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        """Validation metrics of the student after ``epoch`` (``val_*`` keys)."""
+
+    def curve(self, model: torch.nn.Module) -> dict[str, float]:
+        """One learning-curve point (``TaskSpec.curves``)."""
+
+    def log_marginal(self) -> torch.Tensor:
+        """``[K]`` ln of the ensemble's mean prediction over training rows
+        (``TaskSpec.log_marginal``: ``init_bias: log_marginal``)."""
 
 
-def _text_raw(config: dict) -> list[str]:
-    """The corpus files (unpacked Debian packages) the token task reads."""
-    root = config["dataset"]["root"]
-    bibles = {"kjv", "spanish"} & set(config["ood"]["sets"])
-    return [f"{root}/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"] + (
-        [f"{root}/usr/share/sword/mods.d"] if bibles else []
-    )
+class Task(Protocol):
+    """The functions every task package provides (``pipeline/tasks/<name>/__init__.py``).
+    ``num_classes`` is K where the task sweeps it (``TaskSpec.sweeps_classes``), else ``None``."""
+
+    def prepare(self, cfg: dict, out: str | Path) -> dict:
+        """Raw data -> prepared splits + ``manifest.json`` in ``out``; returns the manifest."""
+
+    def describe(self, manifest: dict) -> str:
+        """A summary of the prepared data for the log."""
+
+    def training_set(
+        self, data_dir: str | Path, cfg: dict, num_classes: int | None, device: torch.device
+    ) -> TrainingSet:
+        """The training examples as :func:`pipeline.engine.fit` reads them, their targets, the
+        model's metadata and the validation data."""
+
+    def build_model(self, model_cfg: dict, info: dict) -> torch.nn.Module:
+        """A fresh model for ``cfg["model"]`` (logits ``[rows, K]``); ``info``:
+        ``TrainingSet.info``."""
+
+    def load_model(self, path: str | Path) -> tuple[torch.nn.Module, dict]:
+        """A trained member or student and its metadata."""
+
+    def validate(
+        self, model: torch.nn.Module, ts: TrainingSet, device: torch.device
+    ) -> dict[str, float]:
+        """A member's validation metrics (``val_acc``, ``val_nll``)."""
+
+    def build_teacher(
+        self,
+        data_dir: str | Path,
+        member_files: list[Path],
+        seeds: list[int],
+        out: str | Path,
+        cfg: dict,
+        num_classes: int | None,
+        log: Callable[[str], None] = print,
+    ) -> tuple[dict, int]:
+        """The run's teacher artifact in ``out``: ``(manifest, samples processed)``."""
+
+    def student_teacher(
+        self,
+        teacher_dir: str | Path,
+        member_files: list[Path],
+        ts: TrainingSet,
+        method: str,
+        options: dict,
+        device: torch.device,
+    ) -> TeacherSource:
+        """What a student of ``method`` (with ``options``) learns from."""
+
+    def evaluate_system(
+        self,
+        group: str,
+        seed: int | None,
+        data_dir: str | Path,
+        teacher_dir: str | Path,
+        model: torch.nn.Module | None,
+        meta: dict | None,
+        cfg: dict,
+        num_classes: int | None,
+        device: torch.device,
+    ) -> tuple[list[dict], dict[str, Any], dict[str, Any]]:
+        """One system's tidy metric rows, per-example arrays and key columns (``vocab``...)."""
+
+    def tables(self, tidy: pd.DataFrame, histories: Any = None) -> dict[str, Table]:
+        """The run's summary tables from the tidy metrics (and the training histories)."""
+
+    def figure_module(self) -> ModuleType:
+        """The module of the functions the spec's figure registry names."""
+
+
+class Diagnostic(Protocol):
+    """The real-data gradient diagnostic, where ``TaskSpec.gradient_diagnostic``."""
+
+    def gradient_diagnostic(
+        self,
+        data_dir: str | Path,
+        vocab: int,
+        teacher_dir: str | Path,
+        member_files: list[Path],
+        students: dict[str, Path],
+        sentences: int,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(profile, gate)``: mean ``|dL/dz_c|`` per rank of ``pi_bar_c`` (columns ``rank``,
+        ``mean_prob``, one per group) and one gate row per group (``pipeline.stages.
+        token_gradients``)."""
+
+
+INTERFACE = tuple(n for n in vars(Task) if not n.startswith("_"))
+"""The functions every task package provides (:class:`Task`)."""
+OPTIONAL = {"gradient_diagnostic": "gradient_diagnostic"}
+"""Functions a task provides exactly when its spec's flag of that name is true."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the stage ``publish`` writes for a task.
+
+    Attributes:
+        tables: the published tables (``tables/<name>.md``) and their captions, in order; the
+            first is the one the README shows.
+        figures: the figures copied to ``docs/figures/``.
+        marker: the README block ``<!-- <marker>:start -->`` ... ``<!-- <marker>:end -->``.
+        doc: the page written, ``docs/<doc>``.
+    """
+
+    tables: Mapping[str, str]
+    figures: tuple[str, ...]
+    marker: str
+    doc: str
+
+
+def _no_checks(config: dict) -> None:
+    """A task without config checks of its own."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """The facts about a task that the workflow needs without importing it.
+    """The facts about a task that the workflow and the stages need without importing it.
 
     Attributes:
-        name: ``config["task"]``.
+        name: ``config["task"]`` and the package name.
         schema: the config schema (``workflow/schemas/<schema>``).
         sweeps_classes: one sub-run per number of classes K (``config["vocab_sizes"]``),
-            laid out as ``<results>/V<K>/...``; otherwise K comes from the data.
+            laid out as ``<results>/V<K>/...``; otherwise K comes from the data. Only such a task
+            has ``lr_search`` (its ``vocab`` is one of the K), ``vocab_overrides`` and
+            ``group_vocab_sizes``.
         raw_inputs: config -> raw data files the workflow can check for (may be empty).
         data_splits: config -> the prepared splits.
         teacher_splits: config -> the splits the teacher artifact holds.
         arrays: file name of the per-example arrays of an evaluation.
         tables: summary tables ``name -> formats`` written by the aggregate stage.
-        figures: figures the figures stage draws.
-        published: ``(table -> caption, figures, README marker, docs file)`` of the publish stage.
-        curves: students record a learning curve (``curve.csv``, ``students.curve_every``).
+        figures: the figure registry: what the figures stage draws, in order.
+        palette_from: the figure input (a table with a ``group`` column) that lists the run's
+            groups, so every figure of the run colours them alike.
+        published: what the publish stage writes.
+        check: config checks of the task's own (raise :class:`pipeline.errors.ConfigError`).
         shared_prediction: the teacher artifact and the evaluation split their work over the
             ranks of a data-parallel job (:mod:`pipeline.distributed`); otherwise rank 0 does
             it alone and the other ranks wait.
+        cached_teacher: the students read the teacher artifact's training statistics (rather
+            than running the members): a method that re-tempers the members needs their
+            log-probs stored in it (``teacher.store_train_members``).
+        curves: the teacher records a learning curve (``curve``; ``students.curve_every``,
+            ``curve.csv``).
+        log_marginal: the teacher gives the ensemble's log class-marginal (``log_marginal``;
+            the student option ``init_bias: log_marginal``).
+        gradient_diagnostic: the task runs the real-data gradient diagnostic
+            (:class:`Diagnostic`; rule ``token_gradients``).
     """
 
     name: str
@@ -105,104 +243,67 @@ class TaskSpec:
     data_splits: Callable[[dict], list[str]]
     teacher_splits: Callable[[dict], list[str]]
     arrays: str
-    tables: dict[str, tuple[str, ...]]
-    figures: tuple[str, ...]
-    published: tuple[dict[str, str], tuple[str, ...], str, str] = field(repr=False)
-    curves: bool = False
+    tables: Mapping[str, tuple[str, ...]]
+    figures: tuple[Figure, ...]
+    palette_from: str
+    published: Published = field(repr=False)
+    check: Callable[[dict], None] = _no_checks
     shared_prediction: bool = False
+    cached_teacher: bool = False
+    curves: bool = False
+    log_marginal: bool = False
+    gradient_diagnostic: bool = False
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.figures]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name!r}: a figure registered twice in {names}")
+        if self.palette_from not in {k for f in self.figures for k in f.inputs}:
+            raise ValueError(f"task {self.name!r}: palette_from is no input of its figures")
+        if not set(self.published.figures) <= set(names):
+            raise ValueError(f"task {self.name!r}: publishes a figure it does not draw")
+        if not set(self.published.tables) <= set(self.tables):
+            raise ValueError(f"task {self.name!r}: publishes a table it does not write")
+
+    @property
+    def figure_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.figures)
+
+    def check_students(self, key: str, settings: dict, init_bias=None) -> None:
+        """A :class:`ConfigError` naming ``key`` (the config slice of ``settings``) where the
+        students ask for a capability the task lacks: a learning curve (``curve_every``), an
+        output bias from the class marginal (``init_bias``)."""
+        if settings.get("curve_every") and not self.curves:
+            raise ConfigError(
+                f"{key}.curve_every",
+                settings["curve_every"],
+                f"none: the {self.name} task's teacher records no learning curve",
+            )
+        if init_bias is not None and not self.log_marginal:
+            raise ConfigError(
+                f"{key}.init_bias",
+                init_bias,
+                f"null: the {self.name} task's teacher gives no class marginal",
+            )
 
 
-TASKS: dict[str, TaskSpec] = {
-    "image": TaskSpec(
-        name="image",
-        schema="config.schema.yaml",
-        sweeps_classes=False,
-        raw_inputs=lambda config: [],
-        data_splits=_image_splits,
-        teacher_splits=_image_splits,
-        arrays="per_example.safetensors",
-        shared_prediction=True,
-        tables={
-            name: ("csv", "md", "tex")
-            for name in ("main", "prr", "ood", "shift", "shift_sets", "diversity")
-        },
-        figures=(
-            "rejection_curves",
-            "ood_histograms",
-            "ood_examples",
-            "reliability",
-            "shift",
-            "training_curves",
-            "knowledge_scatter",
-            "gradient_analysis",
-        ),
-        published=(
-            {
-                "main": "Test set (in-distribution): accuracy, NLL, Brier score, ECE.",
-                "ood": "OOD detection ROC-AUC per uncertainty measure (OOD positive): "
-                "Fashion-MNIST test vs MNIST digits, vs the test images with inverted intensities "
-                "and vs the severity-5 corrupted test images (shift s5).",
-                "diversity": "Ensemble diversity per set: the members' mean pairwise "
-                "disagreement (share of images on which two members' top classes differ) and "
-                "the mean RMI (knowledge uncertainty) of the ensemble and of each Dirichlet "
-                "student; shift sN: the corrupted test images at severity N.",
-                "prr": "Misclassification detection: prediction rejection ratio per measure "
-                "(1 = oracle, 0 = random).",
-                "shift": "Accuracy and ECE per corruption severity (s1..s5), mean over "
-                "corruption types.",
-            },
-            (
-                "ood_histograms",
-                "ood_examples",
-                "rejection_curves",
-                "shift",
-                "gradient_analysis",
-            ),
-            "results",
-            "results.md",
-        ),
-    ),
-    "text": TaskSpec(
-        name="text",
-        schema="text.schema.yaml",
-        sweeps_classes=True,
-        raw_inputs=_text_raw,
-        data_splits=_text_splits,
-        # the train split holds the members' features (pipeline.tasks.text.teacher)
-        teacher_splits=lambda config: [s for s in _text_splits(config) if s != "val"],
-        arrays="per_sequence.safetensors",
-        tables={
-            "sweep": ("csv",),
-            **{
-                name: ("csv", "md")
-                for name in ("convergence", "main", "prr", "ood", "ood_main", "speed")
-            },
-        },
-        figures=("class_sweep", "learning_curves", "token_gradients"),
-        published=(
-            {
-                "convergence": "The convergence check per V: top-1 agreement with the ensemble "
-                "on test tokens of a single member (mean ± std over members) and of every "
-                "student group (mean ± std over seeds); the students count as converged where "
-                "plain KD (EnD) agrees at least as well as a single member does.",
-                "main": "Test tokens per vocabulary size V: accuracy, top-1 agreement with the "
-                "ensemble, NLL (nats/token), perplexity.",
-                "ood_main": "Sequence-level OOD detection ROC-AUC (test sentences vs permuted "
-                "sentences, King James Bible verses, Reina-Valera Spanish verses; OOD positive) "
-                "of total uncertainty (TU), knowledge uncertainty (MI) and −(1/L) ln P(y|x); every "
-                "measure: tables/ood.md.",
-                "prr": "Token misclassification detection: prediction rejection ratio per measure.",
-                "speed": "Training throughput (target tokens/s of the steps, validation excluded, "
-                "one thread) and slowdown against cross-entropy training of the same model (the "
-                "members); the first steps include torch.compile of the fused losses.",
-            },
-            ("class_sweep", "learning_curves", "token_gradients"),
-            "text-results",
-            "text_results.md",
-        ),
-        curves=True,
-    ),
-}
+def _discover() -> dict[str, TaskSpec]:
+    """Every task package with a ``spec`` module, by name."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.ispkg or importlib.util.find_spec(f"{__name__}.{info.name}.spec") is None:
+            continue
+        task_spec = importlib.import_module(f"{__name__}.{info.name}.spec").SPEC
+        if task_spec.name != info.name:
+            raise ValueError(f"pipeline/tasks/{info.name}/spec.py names its task {task_spec.name}")
+        found[info.name] = task_spec
+    return found
+
+
+TASKS: dict[str, TaskSpec] = _discover()
+"""Every task, by name: the packages under ``pipeline/tasks/`` with a ``spec`` module."""
+DEFAULT_TASK = "image"
+"""The task of a config without a ``task`` key (the default experiment's)."""
 
 
 def spec(name: str) -> TaskSpec:
@@ -212,6 +313,6 @@ def spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def load(name: str) -> ModuleType:
+def load(name: str) -> Task:
     """The implementation of task ``name`` (``pipeline.tasks.<name>``)."""
-    return importlib.import_module(f"pipeline.tasks.{spec(name).name}")
+    return importlib.import_module(f"{__name__}.{spec(name).name}")

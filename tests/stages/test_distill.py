@@ -73,7 +73,24 @@ def test_init_bias_sets_the_last_linear_bias_to_the_teachers_log_marginal():
     init_output_bias(model, Teacher())
     torch.testing.assert_close(model[2].bias.detach(), Teacher().log_marginal())
     assert torch.equal(model[0].bias.detach(), first)  # only the output layer
-    with pytest.raises(ValueError, match="not available for this task's teacher"):
-        init_output_bias(model, object())
     with pytest.raises(ValueError, match=r"marginal of shape \(3,\) for the output bias \(5,\)"):
         init_output_bias(torch.nn.Linear(2, 5), Teacher())
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"options": {"init_bias": "log_marginal"}}, "students.init_bias"),
+        ({"options": {}, "curve_every": 5}, "students.curve_every"),
+    ],
+)
+def test_a_capability_the_task_lacks_is_refused_before_any_work(cfg, key, tmp_path):
+    """The image task's teacher gives no class marginal and records no curve (its spec says
+    so): the stage stops before it reads anything, naming the key."""
+    from pipeline.errors import ConfigError
+    from pipeline.stages.distill import distill
+
+    with pytest.raises(ConfigError) as err:
+        distill("image", tmp_path / "no", tmp_path / "no", [], {"method": "end", **cfg}, 0,
+                tmp_path / "s.safetensors", tmp_path / "c.pt")  # fmt: skip
+    assert err.value.key == key

@@ -1,17 +1,24 @@
-"""Stage figures: every figure of each task, drawn from the files it is given and no others."""
+"""Stage figures and the figure registry: every figure of each task, drawn from the files it is
+given and no others, with the values of those files on its axes."""
 
-import argparse
+import inspect
 import shutil
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
+from safetensors.numpy import load_file
 
-from pipeline import methods
+from pipeline import methods, plotting, tasks
+from pipeline.figure_registry import INPUTS, OPTIONS, Figure
+from pipeline.maths import metrics as Mx
 from pipeline.stages import figures as F
 from pipeline.stages.aggregate import aggregate
 from pipeline.stages.gradient_analysis import rank_profile, run
-from pipeline.tasks import spec
+from pipeline.tables import read_tidy
+from pipeline.tasks.image import figures as IF
+from pipeline.tasks.text import figures as TF
 from tests.tasks.text.test_summary import fake_tidy
 
 
@@ -23,39 +30,151 @@ def gradient(tmp_path_factory):
     return d
 
 
-def _args(**kw):
-    base = dict(per_example=[], tidy=None, histories=[], shares=None, profile=None, sweep=None)
-    base.update(data_manifest=None)
-    base.update(curves=[], token_profile=None, token_gate=None)
-    base.update(ece_bins=10, ood_set="permuted", measure="knowledge")
-    return argparse.Namespace(**{**base, **kw})
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure drawn (name -> matplotlib figure), still saved as PNG and PDF."""
+    figs = {}
+    real = plotting.save
+
+    def keep(fig, out, name):
+        figs[name] = fig
+        return real(fig, out, name)
+
+    for module in (plotting, IF, TF):
+        monkeypatch.setattr(module, "save", keep)
+    return figs
 
 
-def test_image_figures_from_explicit_files(evaluated, prepared, gradient, tmp_path):
+def _lines(ax) -> dict:
+    """label -> (x, y) of the labelled lines of ``ax``."""
+    return {
+        ln.get_label(): (np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float))
+        for ln in ax.get_lines()
+        if not ln.get_label().startswith("_")
+    }
+
+
+@pytest.mark.parametrize("task", sorted(tasks.TASKS))
+def test_every_registered_figure_is_a_function_taking_its_inputs_and_options(task):
+    """The registry drives the stage: each entry names a function of the task's figures module
+    whose keyword parameters are ``out``, its inputs and its options (nothing else without a
+    default), and has a caption."""
+    spec = tasks.spec(task)
+    module = tasks.load(task).figure_module()
+    for figure in spec.figures:
+        params = inspect.signature(getattr(module, figure.function)).parameters
+        required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+        assert required <= {"out", *figure.inputs, *figure.options}, figure
+        assert {"out", *figure.inputs, *figure.options} <= set(params), figure
+        assert (F.Path(__file__).parents[2] / "workflow/report" / f"{figure.name}.rst").is_file()
+    with pytest.raises(ValueError, match="unknown inputs or options"):
+        Figure("x", "x", ("tiddy",))
+
+
+def test_the_command_line_has_a_flag_per_input_and_option(tmp_path):
+    args = F.parser().parse_args(
+        ["--task", "image", "--out", str(tmp_path), "--per-example", "a", "b", "--ece-bins", "7"]
+    )
+    assert args.per_example == [F.Path("a"), F.Path("b")] and args.ece_bins == 7
+    assert args.tidy is None and args.curves == [] and args.measure is None
+    assert set(INPUTS) | set(OPTIONS) <= set(vars(args))
+
+
+def test_image_figures_show_the_values_of_the_files_given(
+    evaluated, prepared, gradient, tmp_path, drawn
+):
     d, _ = evaluated
     files = sorted(d.glob("*/per_example.safetensors"))
     tables = tmp_path / "tables"
     aggregate("image", sorted(d.glob("*/metrics.csv")), tables)
-    hist = [d / "student" / "history.csv"]
-    args = _args(
-        per_example=files,
-        tidy=tables / "metrics_tidy.csv",
-        histories=hist,
-        shares=gradient / "head_share.csv",
-        profile=gradient / "rank_profile.csv",
-        data_manifest=prepared / "manifest.json",
-    )
-    paths = F.draw("image", tmp_path / "fig", args)
-    assert sorted(p.stem for p in paths if p.suffix == ".png") == sorted(spec("image").figures)
-    assert all(p.stat().st_size > 1000 for p in paths)
-    reps = F._representatives(files[:2])  # only what it is given is drawn
-    assert set(reps) == {F.parse_system(f.parent.name)[0] for f in files[:2]}
+    given = {
+        "per_example": files,
+        "tidy": tables / "metrics_tidy.csv",
+        "histories": [d / "student" / "history.csv"],
+        "shares": gradient / "head_share.csv",
+        "profile": gradient / "rank_profile.csv",
+        "data_manifest": prepared / "manifest.json",
+        "ece_bins": 5,
+    }
+    paths = F.draw("image", tmp_path / "fig", given)
+    names = tasks.spec("image").figure_names
+    assert [p.name for p in paths] == [f"{n}.{e}" for n in names for e in ("png", "pdf")]
+    assert list(drawn) == list(names)
+    arrays = {g: load_file(str(p)) for g, p in plotting.representatives(files).items()}
+    assert list(arrays) == ["member", "ensemble", "pd_end2"]  # member-0 is the member shown
+
+    # rejection curves: one panel per measure; each system's curve starts at 1 and its
+    # legend carries its PRR, recomputed here from the arrays
+    axes = drawn["rejection_curves"].axes
+    assert [ax.get_title() for ax in axes] == [
+        "rejection by total (TU)",
+        "rejection by knowledge (MI)",
+        "rejection by −confidence",
+    ]
+    for ax, measure in zip(axes, ["total", "knowledge", "neg_confidence"], strict=True):
+        lines = _lines(ax)
+        for group, a in arrays.items():
+            errors = a["test.pred"] != a["test.label"]
+            prr = Mx.prr(a[f"test.{measure}"], errors)
+            (label,) = [k for k in lines if k.startswith(f"{methods.label(group)} (PRR")]
+            assert label.startswith(f"{methods.label(group)} (PRR {prr:.2f})")
+            assert lines[label][1][0] == pytest.approx(1.0)
+        assert "random" in lines
+
+    # reliability: one panel per group titled with its ECE over the configured 5 bins
+    rel = drawn["reliability"].axes
+    for ax, (group, a) in zip(rel, arrays.items(), strict=True):
+        ece = Mx.ece(a["test.probs"], a["test.label"], 5)
+        assert ax.get_title() == f"{methods.label(group)}\nECE {ece:.3f}"
+        assert len(ax.patches) == 5  # the bins asked for
+
+    # shift: per group, the mean accuracy of each severity from the tidy table
+    tidy = read_tidy(tables / "metrics_tidy.csv")
+    t = tidy[(tidy["split"] == "shift") & (tidy["corruption"] == "all")]
+    shift_axes = drawn["shift"].axes[0]
+    acc_lines = {c.get_label().removesuffix(" (failed)"): c.lines[0] for c in shift_axes.containers}
+    for group in ("member", "ensemble", "pd_end2"):
+        want = t[(t["group"] == group) & (t["metric"] == "accuracy")]
+        want = want.groupby("severity")["value"].mean().to_numpy()
+        got = np.asarray(acc_lines[methods.label(group)].get_ydata(), float)
+        np.testing.assert_allclose(got, np.asarray(want, float))
+
+    # knowledge scatter: the Dirichlet student's MI against the ensemble's, point for point
+    (ax,) = drawn["knowledge_scatter"].axes
+    test = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(test[:, 0], arrays["ensemble"]["test.knowledge"], rtol=1e-6)
+    np.testing.assert_allclose(test[:, 1], arrays["pd_end2"]["test.knowledge"], rtol=1e-6)
+
+    # OOD histograms: each panel's AUROC is the one recomputed from the arrays
+    hist = drawn["ood_histograms"].axes
+    ens = arrays["ensemble"]
+    text = " ".join(t.get_text() for t in hist[0].texts)
+    for o in sorted(k.split(".")[0] for k in ens if k.startswith("ood_") and k.endswith(".total")):
+        auc = Mx.ood_auroc(ens["test.total"], ens[f"{o}.total"])
+        assert f"{o.removeprefix('ood_')} {auc:.2f}" in text
+
+    # the gradient analysis: the head-share means of the table, per method
+    shares = pd.read_csv(gradient / "head_share.csv")
+    lines = {c.get_label(): c for c in drawn["gradient_analysis"].axes[0].containers}
+    for method, g in shares.groupby("method"):
+        y = np.asarray(lines[methods.label(method)].lines[0].get_ydata(), float)
+        want = g.groupby("num_classes")["head_share"].mean().to_numpy()
+        np.testing.assert_allclose(y, want)
+    for fig in drawn.values():
+        plt.close(fig)
+
+
+def test_only_what_is_given_is_drawn(evaluated):
+    d, _ = evaluated
+    files = sorted(d.glob("*/per_example.safetensors"))
+    reps = plotting.representatives(files[:2])
+    assert set(reps) == {methods.parse_system(f.parent.name)[0] for f in files[:2]}
 
 
 def test_failed_systems_are_marked_relative_to_the_ensemble():
     base = {"ensemble": 0.08, "end": 0.09, "pd_fkl": 0.63, "member": 0.1}
-    assert F._failed(base) == {"pd_fkl"}
-    assert F._failed({"end": 0.1, "end2": 0.12}) == set()  # no ensemble: the median
+    assert plotting.failed(base) == {"pd_fkl"}
+    assert plotting.failed({"end": 0.1, "end2": 0.12}) == set()  # no ensemble: the median
 
 
 def fake_curves(tmp_path):
@@ -99,17 +218,19 @@ def fake_token_gradients(tmp_path):
     return tmp_path / "token_profile.csv", tmp_path / "token_gate.csv"
 
 
-def test_class_sweep_learning_curve_and_token_gradient_figures(tmp_path, gradient):
+def test_text_figures_show_the_values_of_the_files_given(tmp_path, gradient, drawn):
     aggregate("text", fake_tidy(tmp_path), tmp_path / "tables")
     profile, gate = fake_token_gradients(tmp_path)
-    args = _args(
-        sweep=tmp_path / "tables" / "sweep.csv",
-        shares=gradient / "head_share.csv",
-        curves=fake_curves(tmp_path / "runs"),
-        token_profile=profile,
-        token_gate=gate,
-    )
-    paths = F.draw("text", tmp_path / "fig", args)
+    given = {
+        "sweep": tmp_path / "tables" / "sweep.csv",
+        "shares": gradient / "head_share.csv",
+        "curves": fake_curves(tmp_path / "runs"),
+        "token_profile": profile,
+        "token_gate": gate,
+        "ood_set": "permuted",
+        "measure": "knowledge",
+    }
+    paths = F.draw("text", tmp_path / "fig", given)
     assert [p.name for p in paths] == [
         "class_sweep.png",
         "class_sweep.pdf",
@@ -118,23 +239,42 @@ def test_class_sweep_learning_curve_and_token_gradient_figures(tmp_path, gradien
         "token_gradients.png",
         "token_gradients.pdf",
     ]
-    assert all(p.stat().st_size > 1000 for p in paths)
-    curves = F.read_curves(args.curves)
+    # class sweep: each group's agreement against V is the sweep table's mean
+    sweep = pd.read_csv(given["sweep"], keep_default_na=False)
+    sweep = sweep[(sweep["split"] == "test") & (sweep["metric"] == "agreement")]
+    agreement = {c.get_label(): c for c in drawn["class_sweep"].axes[1].containers}
+    for group in sorted(set(sweep["group"]) - {"ensemble"}):
+        rows = sweep[sweep["group"] == group].sort_values("vocab")
+        label = "single model" if group == "member" else methods.label(group)
+        line = agreement[label].lines[0]
+        np.testing.assert_array_equal(line.get_xdata(), rows["vocab"].to_numpy())
+        np.testing.assert_allclose(line.get_ydata(), pd.to_numeric(rows["mean"]).to_numpy())
+    # learning curves: the mean over seeds of each group's agreement at every step, per V
+    top = drawn["learning_curves"].axes[0]
+    assert top.get_title() == "V = 100"
+    end = _lines(top)["EnD"]
+    np.testing.assert_array_equal(end[0], [0, 20, 40, 50])
+    np.testing.assert_allclose(end[1], [0.1, 0.505, 0.7, 0.75])
+    assert _lines(top)["single member"][1][0] == pytest.approx(0.8)
+    # token gradients: each group's profile normalised by its total; the gate's shares as bars
+    left, right = drawn["token_gradients"].axes
+    p = pd.read_csv(profile)
+    np.testing.assert_allclose(_lines(left)["PD-EnD² moff0"][1], p["pd_end2_moff0"] / p[
+        "pd_end2_moff0"].sum())  # fmt: skip
+    assert [bar.get_width() for bar in right.patches] == [0.0, 0.25]
+    curves = TF.read_curves(given["curves"])
     assert sorted(curves["vocab"].unique()) == [100, 1000]
     assert set(curves["group"]) == {"end", "pd_end2_moff0"} and len(curves) == 32
     with pytest.raises(ValueError, match="no curve.csv given"):
-        F.learning_curves([], tmp_path / "fig3")
+        TF.learning_curves(tmp_path / "fig3", [])
     with pytest.raises(ValueError, match="the OOD set 'kjv' is not in the sweep"):
-        F.draw("text", tmp_path / "fig2", _args(sweep=args.sweep, ood_set="kjv"))
-
-
-def test_head_share_labels_are_the_registry_names(gradient):
-    shares = pd.read_csv(gradient / "head_share.csv")
-    assert set(shares["method"]) == {"end", "end2", "pd_end2"}
+        F.draw("text", tmp_path / "fig2", {**given, "ood_set": "kjv"})
+    for fig in drawn.values():
+        plt.close(fig)
 
 
 def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colours(
-    tmp_path, monkeypatch
+    tmp_path, drawn
 ):
     """A group that runs at the second V only is still in the legend, and two variants whose
     name-hash colours collide (pd_end2_moff0, pd_end2_bias) are drawn in different colours."""
@@ -144,22 +284,20 @@ def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colo
         d.mkdir(parents=True)
         shutil.copyfile(files[0], d / "curve.csv")
         files.append(d / "curve.csv")
-    figs = []
-    monkeypatch.setattr(F, "_save", lambda fig, out, name: figs.append(fig) or [])
-    monkeypatch.setattr(F, "_PALETTE", F.palette(["end", "pd_end2_moff0", "pd_end2_bias",
-                                                  "end_bias"]))  # fmt: skip
-    F.learning_curves(files, tmp_path / "fig")
-    legend = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    plotting.set_palette(["end", "pd_end2_moff0", "pd_end2_bias", "end_bias"])
+    TF.learning_curves(tmp_path / "fig", files)
+    fig = drawn["learning_curves"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert {"EnD", "PD-EnD² moff0", "PD-EnD² bias", "EnD bias", "single member"} == set(legend)
-    colours = {line.get_label(): line.get_color() for ax in figs[0].axes for line in ax.get_lines()}
+    colours = {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()}
     assert colours["PD-EnD² moff0"] != colours["PD-EnD² bias"]
-    plt.close(figs[0])
+    plt.close(fig)
 
 
 def test_palette_gives_a_runs_variants_distinct_colours():
     """The name hash of methods.color can collide; the run's palette cannot (up to 7 variants)."""
     assert methods.color("pd_end2_moff0") == methods.color("pd_end2_bias")
-    pal = F.palette(["pd_end2_bias", "end", "pd_end2_moff0", "end2_orig", "member"])
+    pal = plotting.palette(["pd_end2_bias", "end", "pd_end2_moff0", "end2_orig", "member"])
     assert pal["end"] == methods.COLORS["end"] and pal["member"] == methods.COLORS["member"]
     variants = [pal[g] for g in ("end2_orig", "pd_end2_bias", "pd_end2_moff0")]
     assert len(set(variants)) == 3 and set(variants) <= set(methods.VARIANT_PALETTE)

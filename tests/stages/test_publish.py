@@ -8,7 +8,13 @@ from pipeline.tasks import spec
 
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_publish_fills_the_readme_block_from_the_tables(tmp_path, kind):
-    tables, figures, marker, doc = spec(kind).published
+    published = spec(kind).published
+    tables, figures, marker, doc = (
+        published.tables,
+        published.figures,
+        published.marker,
+        published.doc,
+    )
     results = tmp_path / "results" / "run"
     (results / "tables").mkdir(parents=True)
     (results / "figures").mkdir()

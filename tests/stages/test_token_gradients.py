@@ -1,9 +1,11 @@
-"""Stage token_gradients: the gradient diagnostic on real (here: fake-corpus) validation tokens."""
+"""Stage token_gradients (and the token task's diagnostic it runs, pipeline.tasks.text.gradients):
+the gradient diagnostic on real (here: fake-corpus) validation tokens."""
 
 import pytest
 import torch
 
 from pipeline import methods
+from pipeline.errors import ConfigError
 from pipeline.io import ArtifactError
 from pipeline.maths.stats import teacher_stats
 from pipeline.stages import token_gradients as G
@@ -42,7 +44,7 @@ def trained(tmp_path_factory):
 
 def test_profile_and_gate_against_one_batch_of_every_val_token(trained):
     d, data, members, students = trained
-    profile, gate = G.run(data, V, d / "teacher", members, students, sentences=12)
+    profile, gate = G.run("text", data, V, d / "teacher", members, students, sentences=12)
     assert list(profile.columns) == ["rank", "mean_prob", "end", "pd_gate"]
     assert len(profile) == V and profile["mean_prob"].is_monotonic_decreasing
     val = TD.load_sequences(data, "val", V)
@@ -71,4 +73,12 @@ def test_profile_and_gate_against_one_batch_of_every_val_token(trained):
 def test_a_student_of_another_group_or_v_is_refused(trained):
     d, data, members, students = trained
     with pytest.raises(ArtifactError, match="holds a end student, not pd_gate"):
-        G.run(data, V, d / "teacher", members, {"pd_gate": students["end"]}, sentences=4)
+        G.run("text", data, V, d / "teacher", members, {"pd_gate": students["end"]}, 4)
+    with pytest.raises(ArtifactError, match="the teacher cache is for V=20, not 30"):
+        G.run("text", data, 30, d / "teacher", members, {"end": students["end"]}, 4)
+
+
+def test_a_task_without_the_diagnostic_is_refused(trained):
+    d, data, members, students = trained
+    with pytest.raises(ConfigError, match="a task with a real-data gradient diagnostic"):
+        G.run("image", data, V, d / "teacher", members, students, 4)

@@ -14,18 +14,20 @@ statistics. The interface functions are documented in :mod:`pipeline.tasks`.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
-
-import torch
 
 from pipeline.tasks import INTERFACE
 
 if TYPE_CHECKING:
+    import torch
+
     from pipeline.engine import TrainingSet
 
-__all__ = list(INTERFACE)
+__all__ = [*INTERFACE]
 # Each function imports the implementation it needs inside its body: the workflow follows those
 # imports per stage (pipeline.imports.stage_closure), so an edit reruns only the stages it touches.
+# Importing this package imports no torch (its spec module is read while the DAG is built).
 
 
 def prepare(cfg: dict, out: str | Path) -> dict:
@@ -134,3 +136,10 @@ def tables(tidy, histories=None):
     from pipeline.tasks.image.summary import tables
 
     return tables(tidy, histories)
+
+
+def figure_module() -> ModuleType:
+    """The figure functions its spec's registry names (:mod:`.figures`)."""
+    from pipeline.tasks.image import figures
+
+    return figures

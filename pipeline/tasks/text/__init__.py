@@ -13,18 +13,20 @@ documented in :mod:`pipeline.tasks`; ``num_classes`` is the vocabulary size V ev
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
-
-import torch
 
 from pipeline.tasks import INTERFACE
 
 if TYPE_CHECKING:
+    import torch
+
     from pipeline.engine import TrainingSet
 
-__all__ = list(INTERFACE)
+__all__ = [*INTERFACE, "gradient_diagnostic"]
 # Each function imports the implementation it needs inside its body: the workflow follows those
 # imports per stage (pipeline.imports.stage_closure), so an edit reruns only the stages it touches.
+# Importing this package imports no torch (its spec module is read while the DAG is built).
 
 
 def prepare(cfg: dict, out: str | Path) -> dict:
@@ -144,3 +146,17 @@ def tables(tidy, histories=None):
     from pipeline.tasks.text.summary import tables
 
     return tables(tidy, histories)
+
+
+def gradient_diagnostic(data_dir, vocab, teacher_dir, member_files, students, sentences):
+    """The real-data gradient diagnostic (:mod:`.gradients`): ``(profile, gate)`` tables."""
+    from pipeline.tasks.text.gradients import run
+
+    return run(data_dir, int(vocab), teacher_dir, member_files, students, sentences)
+
+
+def figure_module() -> ModuleType:
+    """The figure functions its spec's registry names (:mod:`.figures`)."""
+    from pipeline.tasks.text import figures
+
+    return figures

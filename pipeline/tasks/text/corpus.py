@@ -53,6 +53,7 @@ from pipeline.io import (
     read_tensors,
     sha256_file,
 )
+from pipeline.tasks.text.splits import residues
 
 UNK, EOS = 0, 1
 SPECIALS = ("<unk>", "</s>")
@@ -246,7 +247,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     out = Path(out)
     root = Path(ds["root"])
     max_len, min_len = int(ds.get("max_len", 48)), int(ds.get("min_len", 3))
-    val_mod, test_mod = int(ds.get("val_mod", 8)), int(ds.get("test_mod", 9))
+    val_mod, test_mod = residues(ds)
     splits: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
     for c, (_, _, lines) in enumerate(austen_chapters(root)):
         split = "val" if c % 10 == val_mod else "test" if c % 10 == test_mod else "train"

@@ -9,12 +9,13 @@ from pipeline.maths import losses as Lm
 from pipeline.maths import stats as Sm
 from pipeline.tasks.image import cache as T
 from pipeline.tasks.image.data import prepare
+from tests.maths.synthetic import paper
 
-LOSSES = {
-    "end": Lm.end_loss,
-    "end2": Lm.end2_loss,
-    "pd_end2": Lm.proxy_rkl_loss,
-    "pd_fkl": Lm.proxy_fkl_loss,
+LOSSES = {  # with the paper's options
+    "end": paper(Lm.end_loss),
+    "end2": paper(Lm.end2_loss),
+    "pd_end2": paper(Lm.proxy_rkl_loss),
+    "pd_fkl": paper(Lm.proxy_fkl_loss),
 }
 # accepted per-example error of the float16 store: |dL| <= 5e-3 max(|L|, 1)
 FLOAT16_TOLERANCE = 5e-3

@@ -1,0 +1,159 @@
+"""Plotting shared by every task's figures (below the stages; matplotlib, no torch): saving a
+figure as PNG and PDF atomically, the run's colours and labels, the evaluations a figure draws
+one per group, the "failed" marking, and the figures of the synthetic gradient analysis, which
+every task can draw.
+
+A task's figures live in ``pipeline/tasks/<task>/figures.py`` and are listed in its spec's
+figure registry (:class:`pipeline.figure_registry.Figure`); the stage ``figures`` draws them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline import methods  # noqa: E402
+from pipeline.io import atomic_path  # noqa: E402
+from pipeline.methods import COLORS, label, order, parse_system  # noqa: E402
+
+__all__ = [
+    "FAILED_ERROR_RATIO",
+    "MEASURE_LABELS",
+    "color",
+    "failed",
+    "gradient_analysis",
+    "head_share_panel",
+    "label",
+    "order",
+    "palette",
+    "representatives",
+    "save",
+    "set_palette",
+]
+
+MEASURE_LABELS = {
+    "total": "total (TU)",
+    "data": "data (DU)",
+    "knowledge": "knowledge (MI)",
+    "epkl": "EPKL",
+    "rmi": "RMI",
+    "neg_confidence": "−confidence",
+    "seq_nll": "−(1/L) ln P(y|x)",
+}
+"""How each uncertainty score (:data:`pipeline.maths.uncertainty.SCORES`, and the tasks' own)
+is named in a figure."""
+
+FAILED_ERROR_RATIO = 3.0
+"""A system whose test error exceeds this many times the ensemble's is marked as failed in the
+figures (drawn, labelled with its accuracy, never setting the axes)."""
+
+_PALETTE: dict[str, str] = {}
+"""The run's colour per group (:func:`set_palette`)."""
+
+
+def palette(groups) -> dict[str, str]:
+    """Colours for a run's groups: :data:`pipeline.methods.COLORS` for the registered ones; the
+    variants take the entries of ``VARIANT_PALETTE`` in :func:`pipeline.methods.order`, so no two
+    variants of a run share a colour (up to its 7 entries, then they repeat), where
+    :func:`pipeline.methods.color`'s name hash can give two the same. Every figure of a run uses
+    the same map. (Here, not in :mod:`pipeline.methods`, which every stage imports: a colour
+    change must not retrain anything.)"""
+    groups = sorted(set(groups), key=order)
+    variants = [g for g in groups if g not in COLORS]
+    return {g: COLORS[g] for g in groups if g in COLORS} | {
+        g: methods.VARIANT_PALETTE[i % len(methods.VARIANT_PALETTE)] for i, g in enumerate(variants)
+    }
+
+
+def set_palette(groups) -> None:
+    """Make :func:`palette` of ``groups`` the colours of the figures drawn next."""
+    _PALETTE.clear()
+    _PALETTE.update(palette(groups))
+
+
+def color(group: str) -> str:
+    """A group's colour in this run's figures: the run's palette, else :func:`methods.color`."""
+    return _PALETTE.get(group) or methods.color(group)
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    """``fig`` as ``<out>/<name>.png`` and ``.pdf`` (atomically: a killed job never leaves half
+    a figure); closes it."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    try:
+        for path, dpi in zip(paths, (130, None), strict=True):
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def representatives(files: list[Path]) -> dict[str, Path]:
+    """One evaluation per group (the lowest seed), in display order; ``files`` are
+    ``.../eval/<system>/<arrays file>``."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in sorted(map(Path, files)):
+        group, seed = parse_system(path.parent.name)
+        s = -1 if seed is None else seed
+        if group not in best or s < best[group][0]:
+            best[group] = (s, path)
+    return {g: best[g][1] for g in sorted(best, key=order)}
+
+
+def failed(base_error: dict[str, float]) -> set[str]:
+    """The groups whose test error exceeds :data:`FAILED_ERROR_RATIO` times the ensemble's (the
+    median group's where there is no ensemble)."""
+    ref = base_error.get("ensemble", float(np.median(list(base_error.values()))))
+    return {g for g, e in base_error.items() if e > FAILED_ERROR_RATIO * max(ref, 1e-12)}
+
+
+def head_share_panel(ax, shares_csv: Path, title: str = "where the gradient goes") -> None:
+    """Gradient head share against K per method (mean ± std over the synthetic examples of
+    ``gradient_analysis/head_share.csv``) on ``ax``."""
+    s = pd.read_csv(shares_csv)
+    for method, g in s.groupby("method"):
+        m = g.groupby("num_classes")["head_share"].agg(["mean", "std"])
+        ax.errorbar(
+            m.index,
+            m["mean"],
+            yerr=m["std"],
+            marker="o",
+            capsize=2,
+            color=color(method),
+            label=label(method),
+        )
+    ax.set(
+        xscale="log",
+        xlabel="number of classes K",
+        ylim=(0, 1.05),
+        ylabel="share of Σ|∂L/∂z| on head (π̄ ≥ 1e-3)",
+        title=title,
+    )
+    ax.legend(fontsize=8)
+
+
+def gradient_analysis(out: Path, shares: Path, profile: Path) -> list[Path]:
+    """The synthetic gradient analysis (:mod:`pipeline.stages.gradient_analysis`): head share of
+    ``sum_c |dL/dz_c|`` against K, and mean ``|dL/dz_c|`` against the rank of ``pi_bar_c``."""
+    p = pd.read_csv(profile)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    head_share_panel(axes[0], shares)
+    for method in [c for c in p.columns if c not in ("rank", "mean_prob")]:
+        axes[1].plot(p["rank"], p[method], color=color(method), label=label(method))
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank of π̄_c",
+        ylabel="mean |∂L/∂z_c|",
+        title=f"per-class gradient, K = {len(p):,}",
+    )
+    axes[1].legend()
+    return save(fig, out, "gradient_analysis")

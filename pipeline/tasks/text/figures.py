@@ -1,0 +1,192 @@
+"""The token task's figures (its spec's figure registry names them; the stage ``figures`` draws
+them from the files it is given):
+
+* ``class_sweep``          student-vs-ensemble gaps against the number of classes V
+* ``learning_curves``      val agreement and NLL gap against steps, a column per V
+* ``token_gradients``      the gradient diagnostic on real validation tokens
+
+Each takes the output folder and the registry's inputs and options as keywords, and returns the
+PNG and PDF it wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from pipeline.methods import COLORS, label, order
+from pipeline.plotting import MEASURE_LABELS, color, head_share_panel, save
+
+__all__ = ["class_sweep", "learning_curves", "read_curves", "token_gradients"]
+
+
+def class_sweep(
+    out: Path, sweep: Path, shares: Path | None, ood_set: str, measure: str
+) -> list[Path]:
+    """The class-count figure: student-vs-ensemble gaps against V, one line per method
+    (mean ± std over seeds), and the synthetic gradient head share against K."""
+    s = pd.read_csv(sweep, keep_default_na=False)
+    for col in ("mean", "std"):
+        s[col] = pd.to_numeric(s[col].replace("", np.nan))
+    test = s[s["split"] == "test"]
+    ens_nll = test[(test["group"] == "ensemble") & (test["metric"] == "nll")].set_index("vocab")[
+        "mean"
+    ]
+    methods = sorted(set(s["group"]) - {"member", "ensemble"}, key=order)
+    panels = 4 if shares is not None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+
+    def line(ax, rows, label, color, shift=None, style="-o"):
+        rows = rows.sort_values("vocab")
+        y = rows["mean"].to_numpy()
+        if shift is not None:
+            y = y - shift.reindex(rows["vocab"]).to_numpy()
+        ax.errorbar(
+            rows["vocab"], y, yerr=rows["std"], fmt=style, capsize=3, color=color, label=label
+        )
+
+    for g in methods:
+        rows = test[test["group"] == g]
+        lab, col = label(g), color(g)
+        line(axes[0], rows[rows["metric"] == "nll"], lab, col, shift=ens_nll)
+        line(axes[1], rows[rows["metric"] == "agreement"], lab, col)
+    member = test[test["group"] == "member"]
+    line(
+        axes[0], member[member["metric"] == "nll"], "single model", COLORS["member"], ens_nll, "--s"
+    )
+    line(
+        axes[1],
+        member[member["metric"] == "agreement"],
+        "single model",
+        COLORS["member"],
+        None,
+        "--s",
+    )
+    axes[0].axhline(0.0, color="black", lw=0.8)
+    axes[0].set(ylabel="test NLL − ensemble NLL (nats/token)", title="NLL gap to the ensemble")
+    axes[1].set(ylabel="top-1 agreement with the ensemble", title="agreement (test tokens)")
+    if f"ood_{ood_set}" not in set(s["split"]):
+        have = sorted(x.removeprefix("ood_") for x in set(s["split"]) if x.startswith("ood_"))
+        raise ValueError(f"figure: the OOD set {ood_set!r} is not in the sweep ({have})")
+    ood = s[
+        (s["split"] == f"ood_{ood_set}") & (s["metric"] == "ood_auroc") & (s["measure"] == measure)
+    ]
+    for g in ["ensemble", *methods]:
+        style = "--" if g == "ensemble" else "-o"
+        line(axes[2], ood[ood["group"] == g], label(g), color(g), None, style)
+    axes[2].set(
+        ylabel=f"OOD ROC-AUC ({MEASURE_LABELS.get(measure, measure)})",
+        title=f"test vs {ood_set} sequences",
+    )
+    for ax in axes[:3]:
+        ax.set(xscale="log", xlabel="number of classes V")
+        ax.legend(fontsize=8)
+    if shares is not None:
+        head_share_panel(axes[3], shares, title="gradient head share (synthetic)")
+    fig.tight_layout()
+    return save(fig, out, "class_sweep")
+
+
+def read_curves(files: list[Path]) -> pd.DataFrame:
+    """The students' learning curves (``.../V<vocab>/students/<group>/seed<seed>/curve.csv``) as
+    one frame with ``vocab``, ``group`` and ``seed`` columns."""
+    frames = []
+    for f in map(Path, files):
+        vdir = next(p for p in reversed(f.parts) if p.startswith("V") and p[1:].isdigit())
+        c = pd.read_csv(f)
+        frames.append(c.assign(vocab=int(vdir[1:]), group=f.parent.parent.name, seed=f.parent.name))
+    if not frames:
+        raise ValueError("learning_curves: no curve.csv given (--curves)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def learning_curves(out: Path, curves: list[Path]) -> list[Path]:
+    """Validation top-1 agreement with the ensemble and NLL gap to it against training steps:
+    a column per V, a line per method group (mean ± std over seeds); the dashed grey line is a
+    single member's agreement (the convergence criterion's bar)."""
+    d = read_curves(curves)
+    vocabs = sorted(d["vocab"].unique())
+    rows = [
+        ("val_agreement", "val top-1 agreement\nwith the ensemble"),
+        ("val_nll_gap", "val NLL − ensemble NLL\n(nats/token)"),
+    ]
+    fig, axes = plt.subplots(
+        len(rows), len(vocabs), figsize=(3.6 * len(vocabs), 3.0 * len(rows)), squeeze=False
+    )
+    for j, v in enumerate(vocabs):
+        dv = d[d["vocab"] == v]
+        for i, (col, ylabel) in enumerate(rows):
+            ax = axes[i, j]
+            for group in sorted(set(dv["group"]), key=order):
+                g = dv[dv["group"] == group].groupby("step")[col].agg(["mean", "std"])
+                ax.plot(g.index, g["mean"], color=color(group), label=label(group), lw=1.4)
+                ax.fill_between(
+                    g.index,
+                    g["mean"] - g["std"].fillna(0),
+                    g["mean"] + g["std"].fillna(0),
+                    color=color(group),
+                    alpha=0.2,
+                )
+            if col == "val_agreement":
+                ax.axhline(
+                    dv["member_agreement"].mean(),
+                    color="gray",
+                    ls="--",
+                    lw=1,
+                    label="single member",
+                )
+                ax.set_ylim(0, 1)
+            else:
+                ax.axhline(0.0, color="black", lw=0.8)
+                hi = np.nanpercentile(dv[col], 95)  # a diverging start does not set the scale
+                ax.set_ylim(min(0.0, float(dv[col].min())) - 0.05, max(hi, 0.1) * 1.1)
+            ax.set(xlabel="training step" if i == len(rows) - 1 else None)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == 0:
+                ax.set_title(f"V = {v:,}")
+    handles = {}  # every group of every panel, once (a group may run at some V only)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7)
+    fig.tight_layout()
+    return save(fig, out, "learning_curves")
+
+
+def token_gradients(out: Path, token_profile: Path, token_gate: Path) -> list[Path]:
+    """The real-data diagnostic (:mod:`pipeline.tasks.text.gradients`): mean |dL/dz_c| against
+    the rank of pi_bar_c per method group (each normalised by its own total, so the shapes
+    compare), and the share of tokens whose ensemble top class has a student logit below 0."""
+    p, gate = pd.read_csv(token_profile), pd.read_csv(token_gate)
+    groups = sorted(gate["group"], key=order)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for g in groups:
+        y = p[g] / p[g].sum()
+        axes[0].plot(p["rank"], y, color=color(g), label=label(g), lw=1.3)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
+        ylabel="mean |∂L/∂z_c| / Σ_c",
+        title=f"where each loss puts its gradient (val tokens, V = {len(p):,})",
+    )
+    axes[0].legend(fontsize=7)
+    g = gate.set_index("group").loc[groups]
+    names = [label(x) for x in groups]
+    bars = axes[1].barh(names, g["top_class_below_zero"], color=[color(x) for x in groups])
+    for bar, share, top in zip(bars, g["top_class_below_zero"], g["mean_top_logit"], strict=True):
+        axes[1].text(  # the value is written out: a share of 0 draws no bar
+            max(share, 0) + 0.02,
+            bar.get_y() + bar.get_height() / 2,
+            f"{share:.3f} (mean top-class z {top:.1f})",
+            va="center",
+            fontsize=8,
+        )
+    axes[1].invert_yaxis()
+    axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
+    fig.tight_layout()
+    return save(fig, out, "token_gradients")
