@@ -3,8 +3,9 @@
 #   snakemake --cores 2 --configfile config/smoke.yaml   one-minute smoke run
 #   snakemake --cores 2 --configfile config/text.yaml    token task + class-count sweep
 #   snakemake --profile profiles/slurm                   on a SLURM cluster
-# One rule file per stage, shared by every task (config key `task`: image | text); each rule
-# runs one stage module, `python -m pipeline.stages.<stage> --task <task> ...`.
+# One rule file per stage, shared by every task (config key `task`: a package of pipeline/tasks
+# with a spec; image when absent); each rule runs one stage module,
+# `python -m pipeline.stages.<stage> --task <task> ...`, with what pipeline.plan.Plan computes.
 # The default config is loaded only when none is given: Snakemake would otherwise deep-merge a
 # --configfile over it, leaking the default's datasets and methods into other experiments.
 if not config:

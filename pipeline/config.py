@@ -3,7 +3,9 @@
 The schema (``workflow/schemas/``) checks types, ranges and unknown keys. :func:`check` adds the
 rules between keys and the ones that need a clearer message than a schema error: a config that
 passes both is one every job can run. Each failure is a :class:`ConfigError` naming the key, the
-value given and what is allowed. Torch-free (imported while Snakemake builds the DAG).
+value given and what is allowed; the workflow runs the checks before any job. A task's own
+checks are its spec's (``TaskSpec.check``), what it can do its spec's flags: nothing here knows a
+task by name. Torch-free (imported while Snakemake builds the DAG).
 
 Checks that need the prepared data (a vocabulary size beyond the corpus, an ImageFolder
 ``val_size`` beyond the number of images) run in the prepare stage, the first job of a run.
@@ -14,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from pipeline import methods
+from pipeline import methods, tasks
+from pipeline.defaults import setting
 from pipeline.errors import ConfigError
 
 RESULTS_PATTERN = re.compile(r"^[A-Za-z0-9_.+/=,@:~-]+$")
@@ -73,7 +76,7 @@ def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
 
 def check_training(prefix: str, cfg: dict) -> None:
     """Optimiser, schedule and loss settings of one training job."""
-    opt = cfg.get("optimizer", "adamw")
+    opt = setting(cfg, "optimizer")
     wrong = SGD_KEYS if opt in ("adam", "adamw") else ADAM_KEYS
     for key in wrong:
         if key in cfg:
@@ -83,27 +86,27 @@ def check_training(prefix: str, cfg: dict) -> None:
                 f"{key} does not apply to optimizer {opt!r} (betas: adam, adamw; momentum, "
                 "nesterov: sgd); remove it",
             )
-    if opt == "sgd" and cfg.get("nesterov", True) and float(cfg.get("momentum", 0.9)) <= 0:
+    if opt == "sgd" and setting(cfg, "nesterov") and float(setting(cfg, "momentum")) <= 0:
         raise ConfigError(
             f"{prefix}.momentum",
             cfg.get("momentum"),
             "Nesterov SGD needs momentum > 0 (or set nesterov: false)",
         )
     epochs = int(cfg["epochs"])
-    for m in cfg.get("milestones", []):
+    for m in setting(cfg, "milestones"):
         if not 1 <= int(m) < epochs:
             raise ConfigError(
                 f"{prefix}.milestones", cfg["milestones"], f"epochs between 1 and {epochs - 1}"
             )
-    if cfg.get("milestones") and cfg.get("schedule", "cosine") != "multistep":
+    if setting(cfg, "milestones") and setting(cfg, "schedule") != "multistep":
         raise ConfigError(
             f"{prefix}.milestones", cfg["milestones"], "only with schedule: multistep"
         )
-    if float(cfg.get("warmup_epochs", 0)) >= epochs:
+    if float(setting(cfg, "warmup_epochs")) >= epochs:
         raise ConfigError(
             f"{prefix}.warmup_epochs", cfg["warmup_epochs"], f"fewer than epochs ({epochs})"
         )
-    if not 0 <= float(cfg.get("label_smoothing", 0.0)) < 1:
+    if not 0 <= float(setting(cfg, "label_smoothing")) < 1:
         raise ConfigError(
             f"{prefix}.label_smoothing", cfg["label_smoothing"], "0 <= label_smoothing < 1"
         )
@@ -141,8 +144,96 @@ def check_parallel(config: dict) -> None:
             )
 
 
+def check_methods(config: dict, spec: tasks.TaskSpec) -> None:
+    """Every method group resolves to a registered method with its options; the task can do
+    what the students ask of it (a learning curve, an output bias from the class marginal); an
+    ensemble of one member teaches no method that needs the ensemble's diversity."""
+    resolved = {}
+    for group, options in config["students"]["methods"].items():
+        try:
+            resolved[group] = methods.variant(group, options or {})
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"students.methods.{group}", options, str(err)) from err
+        init_bias = resolved[group][1].get("init_bias")
+        spec.check_students(f"students.methods.{group}", {}, init_bias)
+    for prefix, cfg in training_slices(config):
+        spec.check_students(prefix, cfg)
+    seeds = config["ensemble"]["seeds"]
+    needing = [g for g, (name, _) in resolved.items() if methods.get(name).needs_ensemble]
+    if len(seeds) < 2 and needing:
+        raise ConfigError(
+            "ensemble.seeds",
+            seeds,
+            f"at least 2 members: {needing} learn from the ensemble's diversity (with one member "
+            "its RMI is 0 and a Dirichlet fitted to one sample is degenerate); add seeds, or "
+            "keep only methods that need none (end)",
+        )
+
+
+def group_vocabs(config: dict) -> dict[str, list[int]]:
+    """group -> the V it runs at (``group_vocab_sizes``; every V of the sweep otherwise)."""
+    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    given = config.get("group_vocab_sizes") or {}
+    return {g: [int(v) for v in given.get(g, ks)] for g in config["students"]["methods"]}
+
+
+def token_vocab(config: dict) -> int | None:
+    """The V of the real-data gradient diagnostic: ``gradient_analysis.token_vocab``, else the
+    learning-rate search's, else the largest of the sweep (``None`` without a sweep)."""
+    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    given = (config.get("gradient_analysis") or {}).get("token_vocab")
+    if given is not None:
+        return int(given)
+    lr = config.get("lr_search")
+    return int(lr["vocab"]) if lr else (max(ks) if ks else None)
+
+
+def token_groups(config: dict) -> list[str]:
+    """The method groups whose students the real-data diagnostic reads (those run at its V)."""
+    vocab = token_vocab(config)
+    return [g for g, vocabs in group_vocabs(config).items() if vocab in vocabs]
+
+
+def check_sweep(config: dict, spec: tasks.TaskSpec) -> None:
+    """The keys of a class-count sweep: ``lr_search`` (its V one of ``vocab_sizes``, distinct
+    rates), ``group_vocab_sizes`` (groups of ``students.methods`` at sizes of the sweep) and the
+    real-data diagnostic's V (one of the sweep, with a group running there)."""
+    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    lr = config.get("lr_search")
+    if lr is not None:
+        if not spec.sweeps_classes:
+            raise ConfigError(
+                "lr_search", lr, f"only a task that sweeps vocab_sizes (not task {spec.name})"
+            )
+        if int(lr["vocab"]) not in ks:
+            raise ConfigError("lr_search.vocab", lr["vocab"], f"one of vocab_sizes {ks}")
+        rates = [format(float(r), "g") for r in lr["lrs"]]
+        if len(set(rates)) != len(rates):
+            raise ConfigError("lr_search.lrs", lr["lrs"], "distinct rates")
+        check_training("lr_search", {**config["students"], **lr.get("overrides", {})})
+    groups = list(config["students"]["methods"])
+    for group, vocabs in (config.get("group_vocab_sizes") or {}).items():
+        if group not in groups:
+            raise ConfigError(
+                f"group_vocab_sizes.{group}", vocabs, f"a method group of students.methods {groups}"
+            )
+        if not set(map(int, vocabs)) <= set(ks):
+            raise ConfigError(f"group_vocab_sizes.{group}", vocabs, f"a subset of vocab_sizes {ks}")
+    tv = (config.get("gradient_analysis") or {}).get("token_vocab")
+    if tv is not None and int(tv) not in ks:
+        raise ConfigError("gradient_analysis.token_vocab", tv, f"one of vocab_sizes {ks}")
+    if spec.gradient_diagnostic and not token_groups(config):
+        raise ConfigError(
+            "gradient_analysis.token_vocab",
+            token_vocab(config),
+            "a V at which a method group runs (group_vocab_sizes): the diagnostic reads its "
+            "students",
+        )
+
+
 def check(config: dict, task: str) -> None:
     """Everything the schema does not say; raises :class:`ConfigError` on the first problem."""
+    spec = tasks.spec(task)
     results = config.get("results")
     if not isinstance(results, str) or not RESULTS_PATTERN.match(results):
         raise ConfigError(
@@ -155,34 +246,6 @@ def check(config: dict, task: str) -> None:
     for prefix, cfg in training_slices(config):
         check_training(prefix, cfg)
     check_parallel(config)
-    for method, options in config["students"]["methods"].items():
-        try:
-            methods.variant(method, options or {})
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"students.methods.{method}", options, str(err)) from err
-    ood = config.get("ood") or {}
-    if ood.get("corruptions") and not ood.get("severities", [1]):
-        raise ConfigError("ood.severities", [], "at least one severity in 1..5 with corruptions")
-    ds = config.get("dataset") or {}
-    lr = config.get("lr_search")
-    if lr is not None:
-        if task != "text":
-            raise ConfigError("lr_search", lr, "only the token task (task: text) has it")
-        if int(lr["vocab"]) not in [int(v) for v in config["vocab_sizes"]]:
-            raise ConfigError(
-                "lr_search.vocab", lr["vocab"], f"one of vocab_sizes {config['vocab_sizes']}"
-            )
-        rates = [format(float(r), "g") for r in lr["lrs"]]
-        if len(set(rates)) != len(rates):
-            raise ConfigError("lr_search.lrs", lr["lrs"], "distinct rates")
-        check_training("lr_search", {**config["students"], **lr.get("overrides", {})})
-    tv = (config.get("gradient_analysis") or {}).get("token_vocab")
-    if tv is not None and int(tv) not in [int(v) for v in config.get("vocab_sizes", [])]:
-        raise ConfigError(
-            "gradient_analysis.token_vocab", tv, f"one of vocab_sizes {config.get('vocab_sizes')}"
-        )
-    if task == "text":
-        if int(ds.get("val_mod", 8)) == int(ds.get("test_mod", 9)):
-            raise ConfigError(
-                "dataset.test_mod", ds.get("test_mod"), "a residue other than dataset.val_mod"
-            )
+    check_methods(config, spec)
+    check_sweep(config, spec)
+    spec.check(config)

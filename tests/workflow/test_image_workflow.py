@@ -32,7 +32,7 @@ def test_tables_hold_every_system_with_sane_metrics(smoke):
     assert ensemble >= members.mean()
     main = pd.read_csv(results / "tables" / "main.csv", index_col=0)
     assert list(main.index) == ["Single model", "Ensemble", "EnD", "EnD²", "PD-EnD²", "PD-FKL"]
-    for name in spec("image").figures:
+    for name in spec("image").figure_names:
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
         assert (results / "figures" / f"{name}.pdf").is_file()
 
@@ -90,6 +90,10 @@ def test_bad_config_stops_before_any_job(smoke, tmp_path):
     bad = {**cfg, "students": {**cfg["students"], "epochs": "three"}}
     r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad2.yaml"))
     assert r.returncode != 0 and "three" in r.stdout + r.stderr
+    bad = {**cfg, "ensemble": {**cfg["ensemble"], "seeds": [0]}}  # one member: no diversity
+    r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad3.yaml"))
+    assert r.returncode != 0 and "config key ensemble.seeds: [0]" in r.stdout + r.stderr
+    assert "Job stats" not in r.stdout
 
 
 def test_killed_training_resumes_on_rerun(smoke, tmp_path):

@@ -140,11 +140,12 @@ def test_a_group_can_run_at_some_vocab_sizes_only(text_smoke, tmp_path):
     counts = job_counts(r.stdout + r.stderr)
     assert r.returncode == 0 and {"distill", "evaluate", "train_member"}.isdisjoint(counts), counts
     for bad, words in (
-        ({"nogroup": [small]}, "group_vocab_sizes.nogroup: not a method group"),
-        ({"pd_end2": [small, 7]}, "is not a subset of vocab_sizes"),
+        ({"nogroup": [small]}, f"group_vocab_sizes.nogroup: [{small}] is not allowed"),
+        ({"nogroup": [small]}, "a method group of students.methods"),
+        ({"pd_end2": [small, 7]}, "is not allowed: a subset of vocab_sizes"),
         (
             {g: [max(cfg["vocab_sizes"])] for g in cfg["students"]["methods"]},
-            "no method group runs",
+            "gradient_analysis.token_vocab: 50 is not allowed: a V at which a method group runs",
         ),
     ):
         wrong = {**cfg, "group_vocab_sizes": bad}

@@ -5,7 +5,7 @@ rule prepare_data:
         SPEC.raw_inputs(config),
     output:
         manifest=f"{R}/data/manifest.json",
-        splits=data_files(),
+        splits=P.data_files(),
     params:
         task=TASK,
         cfg=as_json({"dataset": config["dataset"], "ood": config["ood"]}),
@@ -16,8 +16,8 @@ rule prepare_data:
         f"{R}/benchmarks/prepare_data.tsv"
     threads: 1
     resources:
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        mem_mb=P.mem_mb,
+        runtime=P.runtime,
     shell:
         "python -m pipeline.stages.prepare --task {params.task} --config-json {params.cfg:q}"
         " --out {params.out:q} > {log:q} 2>&1"

@@ -6,16 +6,16 @@ rule evaluate:
     input:
         code("evaluate"),
         data=f"{R}/data/manifest.json",
-        splits=data_files(),
+        splits=P.data_files(),
         teacher=f"{RUN}/teacher/manifest.json",
-        cache=teacher_files(),
+        cache=P.teacher_files(),
         model=system_model,
     output:
         metrics=f"{RUN}/eval/{{system}}/metrics.csv",
         arrays=f"{RUN}/eval/{{system}}/{SPEC.arrays}",
         res=f"{RUN}/benchmarks/evaluate/{{system}}.resources.json",
     params:
-        launch=launch(SPEC.shared_prediction),
+        launch=P.launch(SPEC.shared_prediction),
         per_process=per_process(SPEC.shared_prediction),
         progress=progress_record(EVAL_LOG),
         task=TASK,
@@ -32,9 +32,9 @@ rule evaluate:
         EVAL_LOG,
     benchmark:
         f"{RUN}/benchmarks/evaluate/{{system}}.tsv"
-    threads: job_threads(SPEC.shared_prediction)
+    threads: P.job_threads(SPEC.shared_prediction)
     resources:
-        **job_resources(SPEC.shared_prediction),
+        **P.job_resources(SPEC.shared_prediction),
     shell:
         "{params.launch} pipeline.stages.evaluate --task {params.task} --system {wildcards.system} {params.k}"
         " --data {params.data:q} --teacher {params.teacher:q} {params.model} --out {params.out:q}"

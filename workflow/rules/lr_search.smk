@@ -5,15 +5,14 @@ LR_TRIAL = f"{R}/lr_search/{{method}}/lr{{lr}}"
 LR_TRIAL_LOG = f"{R}/logs/lr_trial/{{method}}/lr{{lr}}.log"
 
 
-rule lr_trial:
-    """One student of the learning-rate grid (the distill stage at lr_search.vocab / seed)."""
+use rule distill as lr_trial with:
     input:
         code("distill"),
         data=f"{R}/data/manifest.json",
-        splits=data_files(),
-        teacher=f"{LR_RUN}/teacher/manifest.json",
-        cache=[f"{LR_RUN}/teacher/{split}.safetensors" for split in TEACHER_SPLITS],
-        members=[f"{LR_RUN}/members/seed{s}/model.safetensors" for s in MEMBER_SEEDS],
+        splits=P.data_files(),
+        teacher=f"{P.lr_run}/teacher/manifest.json",
+        cache=P.teacher_files(P.lr_run),
+        members=P.member_files(P.lr_run),
     output:
         model=f"{LR_TRIAL}/model.safetensors",
         meta=f"{LR_TRIAL}/model.json",
@@ -21,43 +20,27 @@ rule lr_trial:
         res=f"{R}/benchmarks/lr_trial/{{method}}/lr{{lr}}.resources.json",
         **({"curve": f"{LR_TRIAL}/curve.csv"} if SPEC.curves else {}),
     params:
-        launch=launch(),
-        per_process=per_process(),
         progress=progress_record(LR_TRIAL_LOG),
         tensorboard=fill(f"{R}/tensorboard/lr_trial/{{method}}/lr{{lr}}"),
-        task=TASK,
-        device=DEVICE,
-        vocab=LR_VOCAB,
-        seed=LR_SEED,
-        cfg=lambda wc: as_json(lr_trial_config(wc.method, wc.lr)),
-        data=lambda wc, input: os.path.dirname(input.data),
-        teacher=lambda wc, input: os.path.dirname(input.teacher),
+        k=f"--num-classes {P.lr_vocab}",
+        seed=P.lr_seed,
+        cfg=lambda wc: as_json(P.lr_trial_config(wc.method, wc.lr)),
         ckpt=fill(f"{R}/checkpoints/lr_trial/{{method}}/lr{{lr}}.pt"),
     log:
         LR_TRIAL_LOG,
     benchmark:
         f"{R}/benchmarks/lr_trial/{{method}}/lr{{lr}}.tsv"
-    threads: job_threads()
-    resources:
-        **job_resources(),
-    shell:
-        "{params.launch} pipeline.stages.distill --task {params.task} --data {params.data:q}"
-        " --num-classes {params.vocab} --teacher {params.teacher:q} --members {input.members:q}"
-        " --seed {params.seed} --config-json {params.cfg:q} --device {params.device}"
-        " --out {output.model:q} --ckpt {params.ckpt:q} --threads {params.per_process}"
-        " --resources-json {output.res:q}"
-        " --progress {params.progress:q} --tensorboard {params.tensorboard:q} > {log:q} 2>&1"
 
 
 rule lr_choice:
     """A method group's learning rate: the trial with the best validation agreement."""
     input:
         code("lr_search"),
-        histories=expand(f"{LR_TRIAL}/history.csv", lr=LR_RATES, allow_missing=True),
+        histories=expand(f"{LR_TRIAL}/history.csv", lr=P.lr_rates, allow_missing=True),
     output:
         f"{R}/lr_search/{{method}}/choice.json",
     params:
-        lrs=" ".join(LR_RATES),
+        lrs=" ".join(P.lr_rates),
     log:
         f"{R}/logs/lr_choice/{{method}}.log",
     shell:

@@ -1,6 +1,3 @@
-_PUBLISHED_FIGURES, _DOC = SPEC.published[1], SPEC.published[3]
-
-
 rule publish:
     """Copy the tables and chosen figures into docs/ and the README's results block
     (`snakemake --cores 1 publish`, with the run's --configfile)."""
@@ -10,10 +7,11 @@ rule publish:
         figures=rules.figures.output,
         lr_search=[f"{R}/tables/lr_search.md"] if LR_SEARCH else [],
     output:
-        results=f"docs/{_DOC}",
-        figures=[f"docs/figures/{name}.png" for name in _PUBLISHED_FIGURES],
+        results=f"docs/{SPEC.published.doc}",
+        figures=[f"docs/figures/{name}.png" for name in SPEC.published.figures],
     params:
         task=TASK,
+        captions=as_json(dict(SPEC.published.tables)),  # a caption edit republishes
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.tables[0])),
     log:
         f"{R}/logs/publish.log",

@@ -6,20 +6,20 @@ rule cache_teacher:
     input:
         code("teacher"),
         manifest=f"{R}/data/manifest.json",
-        splits=data_files(),
-        members=member_files(),
+        splits=P.data_files(),
+        members=P.member_files(),
     output:
         manifest=f"{RUN}/teacher/manifest.json",
-        splits=teacher_files(),
+        splits=P.teacher_files(),
         res=f"{RUN}/benchmarks/cache_teacher.resources.json",
     params:
-        launch=launch(SPEC.shared_prediction),
+        launch=P.launch(SPEC.shared_prediction),
         per_process=per_process(SPEC.shared_prediction),
         progress=progress_record(TEACHER_LOG),
         task=TASK,
         device=DEVICE,
         k=k_arg,
-        cfg=as_json(teacher_config()),
+        cfg=as_json(P.teacher_config()),
         data=lambda wc, input: os.path.dirname(input.manifest),
         out=lambda wc, output: os.path.dirname(output.manifest),
         seeds=" ".join(map(str, MEMBER_SEEDS)),
@@ -28,9 +28,9 @@ rule cache_teacher:
     benchmark:
         f"{RUN}/benchmarks/cache_teacher.tsv"
     # one job the rest wait on: teacher.threads per process
-    threads: job_threads(SPEC.shared_prediction, int(config.get("teacher", {}).get("threads", THREADS)))
+    threads: P.job_threads(SPEC.shared_prediction, config.get("teacher", {}).get("threads"))
     resources:
-        **job_resources(SPEC.shared_prediction),
+        **P.job_resources(SPEC.shared_prediction),
     shell:
         "{params.launch} pipeline.stages.teacher --task {params.task} --data {params.data:q} {params.k}"
         " --members {input.members:q} --seeds {params.seeds} --out {params.out:q}"
