@@ -2,13 +2,8 @@
 tokens, split by chapter, plus the OOD sets (the same test sentences with their tokens permuted,
 King James Bible verses, Reina-Valera 1909 Spanish Bible verses).
 
-Sources (public domain, shipped by Debian; fetched by ``scripts/install.sh`` with
-``apt-get download`` + ``dpkg-deb -x``, never ``apt-get install``):
-
-* ``r-cran-janeaustenr``: an R lazy-load database ``data/Rdata.rdb`` (+ ``.rdx`` index), read
-  with the PyPI package ``rdata``: one character vector of text lines per novel.
-* ``sword-text-kjv`` / ``sword-text-sparv``: SWORD modules ``engKJV2006eb`` / ``spaRV1909eb``,
-  read with the PyPI package ``pysword``.
+Sources: the Debian-packaged corpora read by :mod:`pipeline.corpora` (the Austen R database,
+the SWORD Bibles).
 
 Tokenisation (deterministic, no learned pieces): lower case, Gutenberg italics markers ``_``
 dropped, tokens are words (unicode letters, inner apostrophes kept: ``don't``), numbers, a few
@@ -30,12 +25,8 @@ unless truncated at ``max_len``), ``vocab.json`` (words by rank) and ``manifest.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import struct
-import warnings
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +34,12 @@ import numpy as np
 import torch
 
 from pipeline import __version__
+from pipeline.corpora import (
+    BIBLES,
+    austen_chapters,
+    bible_verses,
+    paragraphs,
+)
 from pipeline.errors import ConfigError
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
@@ -57,32 +54,12 @@ from pipeline.tasks.text.splits import residues
 
 UNK, EOS = 0, 1
 SPECIALS = ("<unk>", "</s>")
-NOVELS = (
-    "sensesensibility",
-    "prideprejudice",
-    "mansfieldpark",
-    "emma",
-    "northangerabbey",
-    "persuasion",
-)
-AUSTEN_DB = "usr/lib/R/site-library/janeaustenr/data/Rdata"
-SWORD_DIR = "usr/share/sword"
-BIBLES = {"kjv": "engKJV2006eb", "spanish": "spaRV1909eb"}
-INSTALL_HINT = (
-    "run `bash scripts/install.sh` (it downloads the Debian packages r-cran-janeaustenr, "
-    "sword-text-kjv and sword-text-sparv and unpacks them into data/debian), or point "
-    "dataset.root at a directory holding them"
-)
+
 
 _ABBREV = r"(?:mrs|mr|dr|st|esq|messrs|no)\."
 _TOKEN = re.compile(rf"{_ABBREV}|[^\W\d_]+(?:'[^\W\d_]+)*|\d+|[^\w\s]", re.UNICODE)
-_CHAPTER = re.compile(r"^\s*chapter\s+([ivxlc]+|\d+)\b", re.IGNORECASE)
 _ENDS = {".", "!", "?"}
 _CLOSERS = {'"', "'", ")"}
-
-
-class CorpusError(FileNotFoundError):
-    """A corpus file is missing or unreadable."""
 
 
 def tokenize(text: str) -> list[str]:
@@ -108,99 +85,6 @@ def sentences(tokens: list[str]) -> list[list[str]]:
     return out
 
 
-# ----------------------------------------------------------------------------- sources
-def _rdb_objects(db: Path) -> dict[str, np.ndarray]:
-    """Every object of an R lazy-load database (``db.rdx`` index + ``db.rdb`` blobs)."""
-    import rdata
-
-    rdx, rdb = db.with_suffix(".rdx"), db.with_suffix(".rdb")
-    for f in (rdx, rdb):
-        if not f.is_file():
-            raise CorpusError(f"Jane Austen corpus file {f} not found: {INSTALL_HINT}")
-    with warnings.catch_warnings():  # rdata warns that the serialisation header is "RDS"
-        warnings.simplefilter("ignore", UserWarning)
-        index = rdata.conversion.convert(rdata.parser.parse_data(gzip.decompress(rdx.read_bytes())))
-        blob = rdb.read_bytes()
-        out = {}
-        for name, (offset, length) in index["variables"].items():
-            chunk = blob[int(offset) : int(offset) + int(length)]
-            (size,) = struct.unpack(">i", chunk[:4])  # uncompressed size, then a zlib stream
-            raw = zlib.decompress(chunk[4:])
-            if len(raw) != size:
-                raise CorpusError(f"{rdb}: object {name} is corrupt ({len(raw)} != {size} bytes)")
-            out[str(name)] = rdata.conversion.convert(rdata.parser.parse_data(raw))
-    return out
-
-
-def austen_chapters(root: str | Path) -> list[tuple[str, int, list[str]]]:
-    """``(novel, chapter number, lines)`` for every chapter of the six novels, in
-    :data:`NOVELS` order; the front matter before chapter 1 is dropped."""
-    books = _rdb_objects(Path(root) / AUSTEN_DB)
-    missing = [n for n in NOVELS if n not in books]
-    if missing:
-        raise CorpusError(f"{Path(root) / AUSTEN_DB}.rdb lacks the novels {missing}")
-    chapters = []
-    for novel in NOVELS:
-        current: list[str] | None = None
-        number = 0
-        for line in (str(x) for x in books[novel]):
-            if _CHAPTER.match(line):
-                number += 1
-                current = []
-                chapters.append((novel, number, current))
-            elif current is not None:
-                current.append(line)
-    return chapters
-
-
-def paragraphs(lines: list[str]) -> list[str]:
-    """Blank-line separated paragraphs, each joined into one string."""
-    out, cur = [], []
-    for line in lines:
-        if line.strip():
-            cur.append(line.strip())
-        elif cur:
-            out.append(" ".join(cur))
-            cur = []
-    if cur:
-        out.append(" ".join(cur))
-    return out
-
-
-def bible_verses(root: str | Path, which: str, size: int | None = None, seed: int = 0) -> list[str]:
-    """Verses of a SWORD Bible (``which`` in :data:`BIBLES`), in canonical order: all of them,
-    or ``size`` drawn uniformly without replacement (by ``seed``) from every verse reference.
-
-    Only the drawn verses are decompressed (pysword inflates a whole block per verse, ~1 ms),
-    so a sample of 1,000 costs about a second instead of the whole book's 30 s. Empty verses
-    (a few references have no text in a module) are skipped, so a sample may be slightly short.
-    """
-    from pysword.modules import SwordModules
-
-    if which not in BIBLES:
-        raise ValueError(f"unknown bible {which!r}; choose from {sorted(BIBLES)}")
-    path = Path(root) / SWORD_DIR
-    confs = {c.name.lower() for c in (path / "mods.d").glob("*.conf")}
-    if f"{BIBLES[which].lower()}.conf" not in confs:
-        raise CorpusError(f"SWORD module {BIBLES[which]} not found under {path}: {INSTALL_HINT}")
-    modules = SwordModules(str(path))
-    modules.parse_modules()
-    bible = modules.get_bible_from_module(BIBLES[which])
-    refs = [
-        (book.osis_name, chapter + 1, verse + 1)
-        for testament in ("ot", "nt")
-        for book in bible.get_structure().get_books().get(testament, [])
-        for chapter, n_verses in enumerate(book.chapter_lengths)
-        for verse in range(n_verses)
-    ]
-    if size is not None and size < len(refs):
-        keep = np.sort(np.random.default_rng(seed).choice(len(refs), size=size, replace=False))
-        refs = [refs[i] for i in keep]
-    verses = (bible.get(books=[b], chapters=[c], verses=[v], clean=True) for b, c, v in refs)
-    return [v.strip() for v in verses if v and v.strip()]
-
-
-# ----------------------------------------------------------------------------- preparation
 def _cut(words: list[str], max_len: int) -> tuple[list[str], bool]:
     """The words a sequence keeps (``max_len`` tokens with EOS) and whether EOS ends it."""
     return (words, True) if len(words) < max_len else (words[:max_len], False)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline import corpora as C
 from pipeline.tasks.text import corpus as TD
 
 REPO = Path(__file__).resolve().parents[3]
@@ -38,7 +39,7 @@ def test_sentences_end_after_terminators_and_closing_quotes():
 
 
 def test_paragraphs_join_lines_until_blank():
-    assert TD.paragraphs(["a b", "c", "", "", "d", ""]) == ["a b c", "d"]
+    assert C.paragraphs(["a b", "c", "", "", "d", ""]) == ["a b c", "d"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def prepared(tmp_path_factory):
 
 @needs_corpus
 def test_austen_has_six_novels_and_their_chapters():
-    chapters = TD.austen_chapters(ROOT)
+    chapters = C.austen_chapters(ROOT)
     per_novel = Counter(novel for novel, _, _ in chapters)
     assert per_novel == {
         "sensesensibility": 50, "prideprejudice": 61, "mansfieldpark": 48,
@@ -129,13 +130,13 @@ def test_load_sequences_maps_rare_words_to_unk_and_shifts_inputs(prepared):
 
 
 def test_missing_corpus_names_the_install_step(tmp_path):
-    with pytest.raises(TD.CorpusError, match="scripts/install.sh"):
-        TD.austen_chapters(tmp_path)
-    (tmp_path / TD.SWORD_DIR / "mods.d").mkdir(parents=True)
-    with pytest.raises(TD.CorpusError, match="engKJV2006eb"):
-        TD.bible_verses(tmp_path, "kjv")
+    with pytest.raises(C.CorpusError, match="scripts/install.sh"):
+        C.austen_chapters(tmp_path)
+    (tmp_path / C.SWORD_DIR / "mods.d").mkdir(parents=True)
+    with pytest.raises(C.CorpusError, match="engKJV2006eb"):
+        C.bible_verses(tmp_path, "kjv")
     with pytest.raises(ValueError, match="unknown bible"):
-        TD.bible_verses(tmp_path, "latin")
+        C.bible_verses(tmp_path, "latin")
 
 
 def test_load_rejects_a_corrupt_split(tmp_path):
