@@ -14,6 +14,7 @@ A missing corpus is a :class:`CorpusError` that says how to install it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import struct
@@ -31,6 +32,7 @@ __all__ = [
     "SWORD_DIR",
     "CorpusError",
     "austen_chapters",
+    "bible_text",
     "bible_verses",
     "paragraphs",
 ]
@@ -116,37 +118,62 @@ def paragraphs(lines: list[str]) -> list[str]:
     return out
 
 
-def bible_verses(root: str | Path, which: str, size: int | None = None, seed: int = 0) -> list[str]:
-    """Verses of a SWORD Bible (``which`` in :data:`BIBLES`), in canonical order: all of them,
-    or ``size`` drawn uniformly without replacement (by ``seed``) from every verse reference.
-
-    Only the drawn verses are decompressed (pysword inflates a whole block per verse, ~1 ms),
-    so a sample of 1,000 costs about a second instead of the whole book's 30 s. Empty verses
-    (a few references have no text in a module) are skipped, so a sample may be slightly short.
-    """
+def _sword_bible(root: str | Path, which: str):
+    """The pysword Bible ``which`` (in :data:`BIBLES`) under ``root``, reading each compressed
+    block once for a run of verses (pysword inflates a block per verse, ~3 ms; cached, the whole
+    Bible takes ~3 s)."""
     from pysword.modules import SwordModules
 
     if which not in BIBLES:
         raise ValueError(f"unknown bible {which!r}; choose from {sorted(BIBLES)}")
     path = Path(root) / SWORD_DIR
-    confs = {c.name.lower() for c in (path / "mods.d").glob("*.conf")}
+    confs = {c.name.lower() for c in (path / "mods.d").glob("*.conf")} if path.is_dir() else set()
     if f"{BIBLES[which].lower()}.conf" not in confs:
         raise CorpusError(f"SWORD module {BIBLES[which]} not found under {path}: {INSTALL_HINT}")
     modules = SwordModules(str(path))
     modules.parse_modules()
     bible = modules.get_bible_from_module(BIBLES[which])
-    refs = [
+    bible._decompressed_text = functools.lru_cache(maxsize=8)(bible._decompressed_text)
+    return bible
+
+
+def _refs(bible) -> list[tuple[str, int, int]]:
+    """Every verse reference ``(OSIS book, chapter, verse)`` of ``bible``, in canonical order."""
+    return [
         (book.osis_name, chapter + 1, verse + 1)
         for testament in ("ot", "nt")
         for book in bible.get_structure().get_books().get(testament, [])
         for chapter, n_verses in enumerate(book.chapter_lengths)
         for verse in range(n_verses)
     ]
+
+
+def bible_text(root: str | Path, which: str) -> dict[tuple[str, int, int], str]:
+    """Every verse of a SWORD Bible by reference ``(OSIS book, chapter, verse)``, in canonical
+    order, as pysword cleans it (markup removed), stripped; a reference without text maps to
+    ``""``."""
+    bible = _sword_bible(root, which)
+    books: dict[str, list[tuple[str, int, int]]] = {}
+    for ref in _refs(bible):
+        books.setdefault(ref[0], []).append(ref)
+    out: dict[tuple[str, int, int], str] = {}
+    for book, refs in books.items():
+        texts = list(bible.get_iter(books=[book], clean=True))
+        if len(texts) != len(refs):
+            raise CorpusError(f"{BIBLES[which]}: {book} has {len(texts)} verses, not {len(refs)}")
+        out.update((r, (t or "").strip()) for r, t in zip(refs, texts, strict=True))
+    return out
+
+
+def bible_verses(root: str | Path, which: str, size: int | None = None, seed: int = 0) -> list[str]:
+    """Verses of a SWORD Bible (``which`` in :data:`BIBLES`), in canonical order: all of them,
+    or ``size`` drawn uniformly without replacement (by ``seed``) from every verse reference.
+    Empty verses (a few references have no text in a module) are skipped, so a sample may be
+    slightly short."""
+    bible = _sword_bible(root, which)
+    refs = _refs(bible)
     if size is not None and size < len(refs):
         keep = np.sort(np.random.default_rng(seed).choice(len(refs), size=size, replace=False))
         refs = [refs[i] for i in keep]
     verses = (bible.get(books=[b], chapters=[c], verses=[v], clean=True) for b, c, v in refs)
     return [v.strip() for v in verses if v and v.strip()]
-
-
-# ----------------------------------------------------------------------------- preparation
