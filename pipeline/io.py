@@ -198,6 +198,15 @@ def read_json(path: str | Path, rule: str | None = None) -> dict:
         raise ArtifactError(path, f"is not valid JSON ({err})", rule) from err
 
 
-def read_manifest(directory: str | Path, rule: str = "prepare_data") -> dict:
-    """``<directory>/manifest.json``; a missing or broken one names the rule that writes it."""
-    return read_json(Path(directory) / "manifest.json", rule)
+def read_manifest(
+    directory: str | Path, rule: str = "prepare_data", task: str | None = None, what: str = ""
+) -> dict:
+    """``<directory>/manifest.json``; a missing or broken one names the rule that writes it, and
+    so does one of another ``task`` than asked for (``what`` the prepared data is called)."""
+    path = Path(directory) / "manifest.json"
+    manifest = read_json(path, rule)
+    if task is not None and manifest.get("task") != task:
+        raise ArtifactError(
+            path, f"is not {what or f'prepared {task} data'} (task={manifest.get('task')!r})", rule
+        )
+    return manifest

@@ -190,14 +190,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
 
 # ----------------------------------------------------------------------------- loading
 def load_manifest(data_dir: str | Path) -> dict:
-    manifest = read_manifest(data_dir)
-    if manifest.get("task") != "text":
-        raise ArtifactError(
-            Path(data_dir) / "manifest.json",
-            f"is not a prepared text corpus (task={manifest.get('task')!r})",
-            "prepare_data",
-        )
-    return manifest
+    return read_manifest(data_dir, task="text", what="a prepared text corpus")
 
 
 def train_rows(total: int, n: int) -> torch.Tensor | None:

@@ -131,14 +131,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
 
 
 def load_manifest(data_dir: str | Path) -> dict:
-    manifest = read_manifest(data_dir)
-    if manifest.get("task") != "translation":
-        raise ArtifactError(
-            Path(data_dir) / "manifest.json",
-            f"is not a prepared parallel corpus (task={manifest.get('task')!r})",
-            RULE,
-        )
-    return manifest
+    return read_manifest(data_dir, RULE, task="translation", what="a prepared parallel corpus")
 
 
 def tokenizer(data_dir: str | Path, side: str, vocab: int | None = None):
