@@ -30,6 +30,7 @@ __all__ = [
     "gradient_analysis",
     "head_share_panel",
     "label",
+    "mean_band",
     "order",
     "palette",
     "representatives",
@@ -113,6 +114,16 @@ def failed(base_error: dict[str, float]) -> set[str]:
     median group's where there is no ensemble)."""
     ref = base_error.get("ensemble", float(np.median(list(base_error.values()))))
     return {g for g, e in base_error.items() if e > FAILED_ERROR_RATIO * max(ref, 1e-12)}
+
+
+def mean_band(ax, stats: pd.DataFrame, group: str, **line) -> None:
+    """``stats["mean"]`` against its index as a line in ``group``'s colour and label (``line``:
+    more line settings), with a band of ± ``stats["std"]`` (none where one seed gives no std)."""
+    ax.plot(stats.index, stats["mean"], color=color(group), label=label(group), **line)
+    std = stats["std"].fillna(0)
+    ax.fill_between(
+        stats.index, stats["mean"] - std, stats["mean"] + std, color=color(group), alpha=0.2
+    )
 
 
 def head_share_panel(ax, shares_csv: Path, title: str = "where the gradient goes") -> None:

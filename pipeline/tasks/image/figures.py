@@ -31,6 +31,7 @@ from pipeline.plotting import (
     color,
     failed,
     gradient_analysis,
+    mean_band,
     representatives,
     save,
 )
@@ -276,20 +277,7 @@ def training_curves(out: Path, histories: list[Path]) -> list[Path]:
     for ax, col in zip(axes, cols, strict=True):
         for method, g in d.groupby("method"):
             s = g.groupby("epoch")[col].agg(["mean", "std"])
-            ax.plot(
-                s.index,
-                s["mean"],
-                marker="o",
-                color=color(method),
-                label=label(method),
-            )
-            ax.fill_between(
-                s.index,
-                s["mean"] - s["std"].fillna(0),
-                s["mean"] + s["std"].fillna(0),
-                color=color(method),
-                alpha=0.2,
-            )
+            mean_band(ax, s, method, marker="o")
         ax.set(xlabel="epoch", title=col)
     axes[0].legend(fontsize=7)
     return save(fig, out, "training_curves")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.methods import COLORS, label, order
-from pipeline.plotting import MEASURE_LABELS, color, head_share_panel, save
+from pipeline.plotting import MEASURE_LABELS, color, head_share_panel, mean_band, save
 
 __all__ = ["class_sweep", "learning_curves", "read_curves", "token_gradients"]
 
@@ -122,14 +122,7 @@ def learning_curves(out: Path, curves: list[Path]) -> list[Path]:
             ax = axes[i, j]
             for group in sorted(set(dv["group"]), key=order):
                 g = dv[dv["group"] == group].groupby("step")[col].agg(["mean", "std"])
-                ax.plot(g.index, g["mean"], color=color(group), label=label(group), lw=1.4)
-                ax.fill_between(
-                    g.index,
-                    g["mean"] - g["std"].fillna(0),
-                    g["mean"] + g["std"].fillna(0),
-                    color=color(group),
-                    alpha=0.2,
-                )
+                mean_band(ax, g, group, lw=1.4)
             if col == "val_agreement":
                 ax.axhline(
                     dv["member_agreement"].mean(),
