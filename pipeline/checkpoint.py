@@ -151,7 +151,3 @@ class Checkpoint:
                 rng["cuda_rng"] = torch.cuda.get_rng_state(device)
             state["partial"] = {**sums, **rng}
         atomic_torch_save(state, self.path)
-
-    def remove(self) -> None:
-        """A finished run leaves no checkpoint to resume."""
-        self.path.unlink(missing_ok=True)

@@ -51,6 +51,20 @@ def check_keys(config: dict) -> None:
     _string_keys("vocab_overrides", overrides, "size", "vocab_sizes", vocabs)
 
 
+def sweep_sizes(config: dict) -> list[int]:
+    """The class counts of the sweep (``vocab_sizes``; none for a task that does not sweep)."""
+    return [int(v) for v in config.get("vocab_sizes") or []]
+
+
+def member_settings(config: dict, seed) -> dict:
+    """The training settings of one member (no ``seeds``, no ``overrides``): ``ensemble`` with
+    that seed's ``ensemble.overrides`` on top. The workflow's member configs and
+    :func:`training_slices` both use it."""
+    ens = config["ensemble"]
+    shared = {k: v for k, v in ens.items() if k not in ("seeds", "overrides")}
+    return {**shared, **(ens.get("overrides") or {}).get(str(seed), {})}
+
+
 def student_settings(config: dict, vocab=None) -> dict:
     """The students' shared training settings (no ``seeds``, no ``methods``) at sub-run
     V = ``vocab``: ``students`` with that V's ``vocab_overrides`` budget on top (none for
@@ -63,12 +77,9 @@ def training_slices(config: dict) -> Iterator[tuple[str, dict]]:
     """``(key prefix, training config)`` of every job that trains: each member (shared settings
     + its overrides), the students, and the students at each V of ``vocab_overrides``."""
     ens = config["ensemble"]
-    shared = {k: v for k, v in ens.items() if k not in ("seeds", "overrides")}
-    overrides = ens.get("overrides") or {}
     for seed in ens["seeds"]:
-        own = overrides.get(str(seed), {})
-        prefix = f"ensemble.overrides.{seed}" if own else "ensemble"
-        yield prefix, {**shared, **own}
+        own = (ens.get("overrides") or {}).get(str(seed))
+        yield f"ensemble.overrides.{seed}" if own else "ensemble", member_settings(config, seed)
     yield "students", student_settings(config)
     for vocab in config.get("vocab_overrides") or {}:
         yield f"vocab_overrides.{vocab}", student_settings(config, vocab)
@@ -172,7 +183,7 @@ def check_methods(config: dict, spec: tasks.TaskSpec) -> None:
 
 def group_vocabs(config: dict) -> dict[str, list[int]]:
     """group -> the V it runs at (``group_vocab_sizes``; every V of the sweep otherwise)."""
-    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    ks = sweep_sizes(config)
     given = config.get("group_vocab_sizes") or {}
     return {g: [int(v) for v in given.get(g, ks)] for g in config["students"]["methods"]}
 
@@ -180,7 +191,7 @@ def group_vocabs(config: dict) -> dict[str, list[int]]:
 def token_vocab(config: dict) -> int | None:
     """The V of the real-data gradient diagnostic: ``gradient_analysis.token_vocab``, else the
     learning-rate search's, else the largest of the sweep (``None`` without a sweep)."""
-    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    ks = sweep_sizes(config)
     given = (config.get("gradient_analysis") or {}).get("token_vocab")
     if given is not None:
         return int(given)
@@ -198,7 +209,7 @@ def check_sweep(config: dict, spec: tasks.TaskSpec) -> None:
     """The keys of a class-count sweep: ``lr_search`` (its V one of ``vocab_sizes``, distinct
     rates), ``group_vocab_sizes`` (groups of ``students.methods`` at sizes of the sweep) and the
     real-data diagnostic's V (one of the sweep, with a group running there)."""
-    ks = [int(v) for v in config.get("vocab_sizes") or []]
+    ks = sweep_sizes(config)
     lr = config.get("lr_search")
     if lr is not None:
         if not spec.sweeps_classes:

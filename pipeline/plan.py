@@ -61,7 +61,7 @@ class Plan:
             + [f"{m}-seed{s}" for m in self.groups for s in self.student_seeds]
         )
         self.sweep = spec.sweeps_classes
-        self.ks = [int(v) for v in config["vocab_sizes"]] if self.sweep else []
+        self.ks = checks.sweep_sizes(config) if self.sweep else []
         self.RUN = f"{self.R}/V{{vocab}}" if self.sweep else self.R
         self.data_splits = spec.data_splits(config)
         self.teacher_splits = spec.teacher_splits(config)
@@ -102,10 +102,7 @@ class Plan:
     # ------------------------------------------------------------------ config slices
     def member_config(self, seed) -> dict:
         """The ensemble config slice of one member: shared settings + that seed's overrides."""
-        ens = self.config["ensemble"]
-        cfg = {k: v for k, v in ens.items() if k not in ("seeds", "overrides")}
-        cfg.update(ens.get("overrides", {}).get(str(seed), {}))
-        return cfg
+        return checks.member_settings(self.config, seed)
 
     def teacher_config(self) -> dict:
         """The teacher artifact's settings (``teacher``, without the job's ``threads``). A task

@@ -18,7 +18,6 @@ from torch import nn
 
 from pipeline import distributed as D
 from pipeline import tasks
-from pipeline.checkpoint import Checkpoint
 from pipeline.device import select_device, set_threads
 from pipeline.engine import Diverged, Feed, Interrupted, TrainingSet, fit
 from pipeline.io import atomic_path, fingerprint, reported, save_model
@@ -114,7 +113,7 @@ def fit_and_save(
     write_history(history, Path(out).with_name("history.csv"))
     if curve_fn is not None:
         write_history(points, Path(out).with_name(CURVE_FILE))
-    Checkpoint(ckpt, fp, log).remove()  # a finished job leaves no checkpoint to resume
+    Path(ckpt).unlink(missing_ok=True)  # a finished job leaves no checkpoint to resume
     return history
 
 
