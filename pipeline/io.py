@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -210,3 +211,21 @@ def read_manifest(
             path, f"is not {what or f'prepared {task} data'} (task={manifest.get('task')!r})", rule
         )
     return manifest
+
+
+def ragged(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Id sequences as ``tokens`` (int32, flat) and ``offsets`` (int64 ``[n + 1]``: sequence
+    ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``), the prepared splits' storage."""
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    flat = [i for r in rows for i in r]
+    return {"tokens": torch.tensor(flat, dtype=torch.int32), "offsets": torch.from_numpy(offsets)}
+
+
+def ragged_lengths(
+    tokens: torch.Tensor, offsets: torch.Tensor, path: str | Path, rule: str, what: str = ""
+) -> torch.Tensor:
+    """The sequence lengths ``[n]`` of a :func:`ragged` pair read from ``path``; offsets that
+    do not index the tokens are an :class:`ArtifactError` (``what``: which pair, if several)."""
+    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != tokens.numel():
+        raise ArtifactError(path, f"{what}offsets do not index the token array", rule)
+    return offsets[1:] - offsets[:-1]

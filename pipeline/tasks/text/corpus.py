@@ -46,6 +46,8 @@ from pipeline.io import (
     ArtifactError,
     atomic_save,
     atomic_write_text,
+    ragged,
+    ragged_lengths,
     read_manifest,
     read_tensors,
     sha256_file,
@@ -88,15 +90,6 @@ def sentences(tokens: list[str]) -> list[list[str]]:
 def _cut(words: list[str], max_len: int) -> tuple[list[str], bool]:
     """The words a sequence keeps (``max_len`` tokens with EOS) and whether EOS ends it."""
     return (words, True) if len(words) < max_len else (words[:max_len], False)
-
-
-def _encode_ids(rows: list[list[int]]) -> dict[str, torch.Tensor]:
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    flat = [i for r in rows for i in r]
-    return {
-        "tokens": torch.tensor(flat, dtype=torch.int32),
-        "offsets": torch.from_numpy(offsets),
-    }
 
 
 def _ids(seqs: list[list[str]], rank: dict[str, int], max_len: int) -> list[list[int]]:
@@ -174,7 +167,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         "splits": {},
     }
     for split, ids in rows.items():
-        enc = _encode_ids(ids)
+        enc = ragged(ids)
         path = out / f"{split}.safetensors"
         atomic_save(enc, path)
         n_tok = int(enc["tokens"].numel())
@@ -228,9 +221,7 @@ def load_sequences(data_dir: str | Path, split: str, vocab_size: int) -> dict[st
         raise ArtifactError(path, "is not a split of the prepared corpus", "prepare_data")
     t = read_tensors(path, sha256=entry["sha256"], rule="prepare_data")
     tokens, offsets = t["tokens"].long(), t["offsets"]
-    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != tokens.numel():
-        raise ArtifactError(path, "offsets do not index the token array", "prepare_data")
-    lengths = offsets[1:] - offsets[:-1]
+    lengths = ragged_lengths(tokens, offsets, path, "prepare_data")
     if bool((lengths < 1).any()):
         raise ArtifactError(path, "has an empty sequence", "prepare_data")
     n, width = len(lengths), int(lengths.max())

@@ -29,6 +29,8 @@ from pipeline.io import (
     atomic_path,
     atomic_save,
     atomic_write_text,
+    ragged,
+    ragged_lengths,
     read_manifest,
     read_tensors,
     sha256_file,
@@ -41,12 +43,6 @@ __all__ = ["SPLITS", "load_manifest", "load_split", "prepare", "tokenizer"]
 SPLITS = ("train", "valid", "test", "shift")
 """The splits with references; the OOD sets (``ood_<name>``) have sources only."""
 RULE = "prepare_data"
-
-
-def _encode(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    flat = [i for r in rows for i in r]
-    return torch.tensor(flat, dtype=torch.int32), torch.from_numpy(offsets)
 
 
 def _write_model(model: bytes, path: Path) -> None:
@@ -100,15 +96,11 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         "splits": {},
     }
     for name, src in sources.items():
-        tensors = dict(
-            zip(("src.tokens", "src.offsets"), _encode(Vb.encode(src_sp, src)), strict=True)
-        )
+        tensors = {f"src.{k}": t for k, t in ragged(Vb.encode(src_sp, src)).items()}
         if name in targets:
             for v in sizes:
                 ids = Vb.encode(Vb.processor(models[f"target_V{v}"]), targets[name])
-                tensors.update(
-                    zip((f"tgt{v}.tokens", f"tgt{v}.offsets"), _encode(ids), strict=True)
-                )
+                tensors.update((f"tgt{v}.{k}", t) for k, t in ragged(ids).items())
         atomic_save(tensors, out / f"{name}.safetensors")
         text = {
             "src": src,
@@ -152,9 +144,8 @@ def tokenizer(data_dir: str | Path, side: str, vocab: int | None = None):
 
 def _rows(t: dict, key: str, path: Path) -> list[torch.Tensor]:
     tokens, offsets = t[f"{key}.tokens"].long(), t[f"{key}.offsets"]
-    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != tokens.numel():
-        raise ArtifactError(path, f"{key}: offsets do not index the token array", RULE)
-    return list(torch.split(tokens, (offsets[1:] - offsets[:-1]).tolist()))
+    lengths = ragged_lengths(tokens, offsets, path, RULE, f"{key}: ")
+    return list(torch.split(tokens, lengths.tolist()))
 
 
 def load_split(data_dir: str | Path, split: str, vocab: int | None) -> dict:
