@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.corpora import austen_chapters, bible_text, paragraphs
+from pipeline.errors import ConfigError
 
 __all__ = [
     "OOD_SETS",
@@ -90,8 +91,6 @@ def split_pairs(pairs: list, ds: dict) -> tuple[dict[str, list], dict[str, int]]
     known = {ref[0] for ref, _, _ in pairs}
     unknown = sorted(shift_books - known)
     if unknown:
-        from pipeline.errors import ConfigError
-
         raise ConfigError("dataset.shift_books", unknown, f"OSIS book names, e.g. {sorted(known)}")
     rng = np.random.default_rng(int(ds.get("split_seed", 0)))
     shift = [p for p in pairs if p[0][0] in shift_books]
@@ -99,8 +98,6 @@ def split_pairs(pairs: list, ds: dict) -> tuple[dict[str, list], dict[str, int]]
     order = rng.permutation(len(rest))
     n_valid, n_test = int(ds["valid_size"]), int(ds["test_size"])
     if n_valid + n_test >= len(rest):
-        from pipeline.errors import ConfigError
-
         raise ConfigError(
             "dataset.test_size", n_test, f"valid + test below the {len(rest)} verses outside shift"
         )
