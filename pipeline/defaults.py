@@ -21,6 +21,7 @@ TRAINING_DEFAULTS = MappingProxyType(
         "schedule": "cosine",
         "milestones": (),  # multistep: epochs where the rate drops tenfold
         "warmup_epochs": 0,
+        "warmup_steps": None,  # overrides warmup_epochs where set (inverse_sqrt's w)
         "label_smoothing": 0.0,  # members' cross-entropy
         "grad_clip": None,
         "amp": True,  # bfloat16 autocast on CUDA (never on the CPU)

@@ -35,15 +35,23 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: dict, steps_per_epoch: int):
     """Per-step schedule: ``cosine`` (default), ``multistep`` (epochs in ``milestones``),
-    or ``constant``; optional linear ``warmup_epochs``."""
+    ``constant``, or ``inverse_sqrt`` (fairseq's: ``lr * min(s / w, sqrt(w / s))`` at step
+    ``s = 1, 2, ...``); a linear warm-up of ``warmup_steps`` steps, else ``warmup_epochs``."""
     name = setting(cfg, "schedule")
     total = max(1, int(cfg["epochs"]) * steps_per_epoch)
-    warm = int(float(setting(cfg, "warmup_epochs")) * steps_per_epoch)
+    warm = setting(cfg, "warmup_steps")
+    if warm is None:
+        warm = int(float(setting(cfg, "warmup_epochs")) * steps_per_epoch)
+    warm = int(warm)
     milestones = [int(m) * steps_per_epoch for m in setting(cfg, "milestones")]
-    if name not in ("cosine", "multistep", "constant"):
-        raise ValueError(f"schedule must be cosine, multistep or constant, got {name!r}")
+    if name not in ("cosine", "multistep", "constant", "inverse_sqrt"):
+        raise ValueError(
+            f"schedule must be cosine, multistep, constant or inverse_sqrt, got {name!r}"
+        )
 
     def factor(step: int) -> float:
+        if name == "inverse_sqrt":
+            return min((step + 1) / max(1, warm), math.sqrt(max(1, warm) / (step + 1)))
         if step < warm:
             return (step + 1) / warm
         if name == "cosine":

@@ -143,6 +143,17 @@ class Plan:
     def teacher_files(self, run: str | None = None) -> list[str]:
         return [f"{run or self.RUN}/teacher/{s}.safetensors" for s in self.teacher_splits]
 
+    def student_teacher_inputs(self, run: str | None = None) -> dict[str, object]:
+        """A student's inputs from the teacher artifact: its manifest and splits where the task's
+        students read it (``TaskSpec.students_read_teacher``), else none (a change of the
+        artifact then retrains no student)."""
+        if not self.spec.students_read_teacher:
+            return {}
+        return {
+            "teacher": f"{run or self.RUN}/teacher/manifest.json",
+            "cache": self.teacher_files(run),
+        }
+
     def member_files(self, run: str | None = None) -> list[str]:
         return [f"{run or self.RUN}/members/seed{s}/model.safetensors" for s in self.member_seeds]
 

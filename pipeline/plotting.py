@@ -30,9 +30,11 @@ __all__ = [
     "gradient_analysis",
     "head_share_panel",
     "label",
+    "learning_curves",
     "mean_band",
     "order",
     "palette",
+    "read_curves",
     "representatives",
     "save",
     "set_palette",
@@ -168,3 +170,63 @@ def gradient_analysis(out: Path, shares: Path, profile: Path) -> list[Path]:
     )
     axes[1].legend()
     return save(fig, out, "gradient_analysis")
+
+
+def read_curves(files: list[Path]) -> pd.DataFrame:
+    """The students' learning curves (``.../V<vocab>/students/<group>/seed<seed>/curve.csv``) as
+    one frame with ``vocab``, ``group`` and ``seed`` columns."""
+    frames = []
+    for f in map(Path, files):
+        vdir = next(p for p in reversed(f.parts) if p.startswith("V") and p[1:].isdigit())
+        c = pd.read_csv(f)
+        frames.append(c.assign(vocab=int(vdir[1:]), group=f.parent.parent.name, seed=f.parent.name))
+    if not frames:
+        raise ValueError("learning_curves: no curve.csv given (--curves)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def learning_curves(out: Path, curves: list[Path]) -> list[Path]:
+    """Validation top-1 agreement with the ensemble and NLL gap to it against training steps:
+    a column per V, a line per method group (mean ± std over seeds); the dashed grey line is a
+    single member's agreement (the convergence criterion's bar)."""
+    d = read_curves(curves)
+    vocabs = sorted(d["vocab"].unique())
+    rows = [
+        ("val_agreement", "val top-1 agreement\nwith the ensemble"),
+        ("val_nll_gap", "val NLL − ensemble NLL\n(nats/token)"),
+    ]
+    fig, axes = plt.subplots(
+        len(rows), len(vocabs), figsize=(3.6 * len(vocabs), 3.0 * len(rows)), squeeze=False
+    )
+    for j, v in enumerate(vocabs):
+        dv = d[d["vocab"] == v]
+        for i, (col, ylabel) in enumerate(rows):
+            ax = axes[i, j]
+            for group in sorted(set(dv["group"]), key=order):
+                g = dv[dv["group"] == group].groupby("step")[col].agg(["mean", "std"])
+                mean_band(ax, g, group, lw=1.4)
+            if col == "val_agreement":
+                ax.axhline(
+                    dv["member_agreement"].mean(),
+                    color="gray",
+                    ls="--",
+                    lw=1,
+                    label="single member",
+                )
+                ax.set_ylim(0, 1)
+            else:
+                ax.axhline(0.0, color="black", lw=0.8)
+                hi = np.nanpercentile(dv[col], 95)  # a diverging start does not set the scale
+                ax.set_ylim(min(0.0, float(dv[col].min())) - 0.05, max(hi, 0.1) * 1.1)
+            ax.set(xlabel="training step" if i == len(rows) - 1 else None)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == 0:
+                ax.set_title(f"V = {v:,}")
+    handles = {}  # every group of every panel, once (a group may run at some V only)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7)
+    fig.tight_layout()
+    return save(fig, out, "learning_curves")

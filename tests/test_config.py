@@ -45,7 +45,9 @@ def refused(cfg: dict, key: str) -> ConfigError:
     return err.value
 
 
-@pytest.mark.parametrize("name", ["config", "smoke", "text_smoke", "text", "text_full", "imagenet"])
+@pytest.mark.parametrize(
+    "name", ["config", "smoke", "text_smoke", "text", "text_full", "imagenet", "translation_smoke"]
+)
 def test_the_shipped_configs_pass(name):
     cfg = config(name)
     check(cfg, cfg.get("task", "image"))

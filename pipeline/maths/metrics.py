@@ -19,6 +19,7 @@ __all__ = [
     "ood_auroc",
     "prr",
     "rejection_curve",
+    "rejection_ratio",
     "reliability_bins",
 ]
 
@@ -177,3 +178,18 @@ def prr(uncertainty, errors) -> float:
     a_random = e0 / 2.0
     a_oracle = e0 * e0 / 2.0
     return (a_random - a_unc) / (a_random - a_oracle)
+
+
+def rejection_ratio(uncertainty, loss) -> float:
+    """Prediction rejection ratio for a graded loss (``loss [N]`` >= 0, e.g. ``1 - chrF/100``
+    of each sentence): ``(A_random - A_unc) / (A_random - A_oracle)``, the oracle rejecting by
+    the loss itself (for 0/1 errors this is :func:`prr`'s oracle). NaN when every loss is
+    equal (the ratio is undefined)."""
+    loss = _arr(loss, "loss", 1).astype(np.float64)
+    fractions, curve = rejection_curve(uncertainty, loss)
+    _, oracle = rejection_curve(loss, loss)
+    a_random = curve[0] / 2.0
+    a_oracle = float(np.trapezoid(oracle, fractions))
+    if a_random - a_oracle <= 0.0:
+        return float("nan")
+    return (a_random - float(np.trapezoid(curve, fractions))) / (a_random - a_oracle)

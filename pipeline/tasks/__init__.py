@@ -222,12 +222,17 @@ class TaskSpec:
             groups, so every figure of the run colours them alike.
         published: what the publish stage writes.
         check: config checks of the task's own (raise :class:`pipeline.errors.ConfigError`).
+        prepare_keys: the config sections the prepared data is built from (``rule
+            prepare_data``'s config slice).
         shared_prediction: the teacher artifact and the evaluation split their work over the
             ranks of a data-parallel job (:mod:`pipeline.distributed`); otherwise rank 0 does
             it alone and the other ranks wait.
         cached_teacher: the students read the teacher artifact's training statistics (rather
             than running the members): a method that re-tempers the members needs their
             log-probs stored in it (``teacher.store_train_members``).
+        students_read_teacher: a student reads the teacher artifact (the image task's cached
+            statistics, the token task's train features); otherwise it runs the members alone
+            and a change of the artifact (the translation task's decoding) retrains none.
         curves: the teacher records a learning curve (``curve``; ``students.curve_every``,
             ``curve.csv``).
         log_marginal: the teacher gives the ensemble's log class-marginal (``log_marginal``;
@@ -248,8 +253,10 @@ class TaskSpec:
     palette_from: str
     published: Published = field(repr=False)
     check: Callable[[dict], None] = _no_checks
+    prepare_keys: tuple[str, ...] = ("dataset", "ood")
     shared_prediction: bool = False
     cached_teacher: bool = False
+    students_read_teacher: bool = True
     curves: bool = False
     log_marginal: bool = False
     gradient_diagnostic: bool = False

@@ -21,3 +21,12 @@ def text_smoke(tmp_path_factory):
     dataset = yaml.safe_load((REPO / "config" / "text_smoke.yaml").read_text())["dataset"]
     dataset = {**dataset, "root": str(REPO / dataset["root"])}
     return run_config("text_smoke", tmp_path_factory.mktemp("text_smoke"), dataset=dataset)
+
+
+@pytest.fixture(scope="session")
+def translation_smoke(tmp_path_factory):
+    if not HAVE_CORPORA:
+        pytest.skip("run scripts/install.sh to fetch the corpora")
+    dataset = yaml.safe_load((REPO / "config" / "translation_smoke.yaml").read_text())["dataset"]
+    dataset = {**dataset, "root": str(REPO / dataset["root"])}
+    return run_config("translation_smoke", tmp_path_factory.mktemp("tr_smoke"), dataset=dataset)

@@ -84,7 +84,9 @@ def teacher_args(wc, input):
     """The distill stage's teacher: its artifact, the members, the group's chosen rate."""
     members = " ".join(f"'{m}'" for m in input.members)
     lr = f" --lr-from '{input.lr[0]}'" if input.get("lr") else ""
-    return f"--teacher '{os.path.dirname(input.teacher)}' --members {members}{lr}"
+    # <run>/members/seed<s>/model.safetensors -> <run>/teacher (read where the spec says so)
+    teacher = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(input.members[0]))), "teacher")
+    return f"--teacher '{teacher}' --members {members}{lr}"
 
 
 def student_histories():

@@ -8,7 +8,7 @@ rule prepare_data:
         splits=P.data_files(),
     params:
         task=TASK,
-        cfg=as_json({"dataset": config["dataset"], "ood": config["ood"]}),
+        cfg=as_json({key: config[key] for key in SPEC.prepare_keys}),
         out=lambda wc, output: os.path.dirname(output.manifest),
     log:
         f"{R}/logs/prepare_data.log",

@@ -7,8 +7,7 @@ use rule train_member as distill with:
         code("distill"),
         data=f"{R}/data/manifest.json",
         splits=P.data_files(),
-        teacher=f"{RUN}/teacher/manifest.json",
-        cache=P.teacher_files(),
+        **P.student_teacher_inputs(),
         members=P.member_files(),
         lr=lr_choice_input,
     output:

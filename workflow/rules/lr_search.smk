@@ -10,8 +10,7 @@ use rule distill as lr_trial with:
         code("distill"),
         data=f"{R}/data/manifest.json",
         splits=P.data_files(),
-        teacher=f"{P.lr_run}/teacher/manifest.json",
-        cache=P.teacher_files(P.lr_run),
+        **P.student_teacher_inputs(P.lr_run),
         members=P.member_files(P.lr_run),
     output:
         model=f"{LR_TRIAL}/model.safetensors",

@@ -22,11 +22,11 @@ import torch
 
 from pipeline import methods
 from pipeline.maths import metrics as Mx
+from pipeline.maths.tokens import categorical_tokens, dirichlet_tokens
 from pipeline.maths.uncertainty import SCORES
 from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.teacher import batches, check_manifest, load_split
-from pipeline.tasks.text.tokens import categorical_tokens, dirichlet_tokens
 
 SEQ_SCORES = (*SCORES, "seq_nll")
 

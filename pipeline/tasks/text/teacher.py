@@ -36,10 +36,10 @@ from pipeline.io import (
     sha256_file,
 )
 from pipeline.maths.stats import TeacherStats, online_teacher_stats
+from pipeline.maths.tokens import categorical_tokens, ensemble_tokens
 from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.model import load_lm, load_members, member_logits, token_eval, trim
-from pipeline.tasks.text.tokens import categorical_tokens, ensemble_tokens
 
 RULE = "cache_teacher"  # the rule that writes the teacher cache
 TRAIN = "train"  # the teacher artifact's split of the train features

@@ -47,6 +47,13 @@ def pad(rows: list[Tensor], value: int = PAD) -> Tensor:
     return out
 
 
+def _limits(models, src: list[Tensor], max_len: int | None) -> list[int]:
+    """Each sentence's most tokens: ``max_len`` or ``1.5 S_i + 10``, at most the models' own
+    position limit."""
+    cap = min(getattr(m, "max_len", 1 << 30) for m in models)
+    return [min(max_len or int(1.5 * len(s) + 10), cap) for s in src]
+
+
 def step_log_probs(models, tokens: Tensor, states: list) -> tuple[Tensor, list]:
     """``ln mean_m softmax(z_m)`` ``[N, V]`` of the next token for every model's state (one
     model: its log-softmax; padding and BOS at ``-inf``), and the advanced states."""
@@ -64,11 +71,12 @@ def beam_search(
     models, src: list[Tensor], beam: int = 5, alpha: float = 1.0, max_len: int | None = None
 ) -> list[Hypothesis]:
     """The best hypothesis of each source ``[S_i]`` under the ensemble ``models`` (eval mode).
-    ``max_len`` (tokens, EOS included): ``1.5 S_i + 10`` by default."""
+    ``max_len`` (tokens, EOS included): ``1.5 S_i + 10`` by default, never more than the
+    models' ``max_len`` positions."""
     for m in models:
         m.eval()
     n = len(src)
-    limits = [max_len or int(1.5 * len(s) + 10) for s in src]
+    limits = _limits(models, src, max_len)
     states = [m.start(pad(src)) for m in models]
     rows = torch.arange(n)  # the sentence of each live row
     live_tokens = [[] for _ in range(n)]  # per live row: tokens so far
@@ -122,7 +130,7 @@ def greedy(models, src: list[Tensor], max_len: int | None = None) -> list[Hypoth
     for m in models:
         m.eval()
     n = len(src)
-    limits = torch.tensor([max_len or int(1.5 * len(s) + 10) for s in src])
+    limits = torch.tensor(_limits(models, src, max_len))
     states = [m.start(pad(src)) for m in models]
     last = torch.full((n,), BOS, dtype=torch.int64)
     tokens = [[] for _ in range(n)]

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.tasks.translation.vocab import PAD
+from pipeline.tasks.translation.vocab import BOS, PAD
 
-__all__ = ["DecoderState", "Seq2Seq", "build"]
+__all__ = ["DecoderState", "Seq2Seq", "build", "decoder_inputs", "pack", "unpack"]
 
 
 class Attention(nn.Module):
@@ -150,9 +150,9 @@ class Seq2Seq(nn.Module):
     def _logits(self, x: Tensor) -> Tensor:
         return F.linear(self.dec_norm(x), self.tgt_embed.weight, self.bias)
 
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits ``[B, T, V]`` of decoder inputs ``tgt_in [B, T]`` (BOS, then the
-        target shifted right, padded with 0)."""
+    def hidden(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """The decoder's output ``[B, T, D]`` (before the final norm) for decoder inputs
+        ``tgt_in [B, T]`` (BOS, then the target shifted right, padded with 0)."""
         memory, src_mask = self.encode(src)
         t = tgt_in.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=src.device).tril()
@@ -171,7 +171,19 @@ class Seq2Seq(nn.Module):
             kv = c.split(c.k(memory)), c.split(c.v(memory))
             x = x + layer.drop(c.attend(c.split(c.q(h)), *kv, src_mask))
             x = x + layer.drop(layer.ffn(layer.ffn_norm(x)))
-        return self._logits(x)
+        return x
+
+    def forward(self, src: Tensor, tgt_in: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits ``[B, T, V]`` of ``src [B, S]`` and decoder inputs
+        ``tgt_in [B, T]``; or, given one packed batch ``src [B, 2, W]`` (:func:`pack`: sources
+        in ``[:, 0]``, decoder inputs in ``[:, 1]``), the logits ``[R, V]`` of its ``R``
+        non-padding target positions in row-major order (the training engine's rows: the
+        output layer never runs on padding)."""
+        if tgt_in is not None:
+            return self._logits(self.hidden(src, tgt_in))
+        src, tgt_in = unpack(src)
+        h = self.hidden(src, tgt_in)
+        return self._logits(h[tgt_in != PAD])
 
     def start(self, src: Tensor) -> DecoderState:
         """The decoder state before the first step, for source ids ``[N, S]``."""
@@ -211,3 +223,30 @@ def build(cfg: dict, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
         raise ValueError(f"unknown translation model {cfg.get('name')!r}; use transformer")
     keys = ("dim", "heads", "enc_layers", "dec_layers", "ffn", "dropout", "max_len")
     return Seq2Seq(src_vocab, tgt_vocab, **{k: cfg[k] for k in keys if k in cfg})
+
+
+def decoder_inputs(targets: list[Tensor]) -> list[Tensor]:
+    """The decoder's input of each target ``[T_i]`` (EOS last): BOS, then the target without its
+    last token, ``[T_i]``."""
+    return [torch.cat([torch.tensor([BOS]), t[:-1].long()]) for t in targets]
+
+
+def pack(sources: list[Tensor], targets: list[Tensor]) -> Tensor:
+    """One ``[B, 2, W]`` int64 batch of sources and the decoder inputs of their targets, each
+    right-padded with 0 to ``W`` (the longer of the two): the training engine's single input
+    tensor (:meth:`Seq2Seq.forward`)."""
+    width = max(max(len(s) for s in sources), max(len(t) for t in targets))
+    out = torch.full((len(sources), 2, width), PAD, dtype=torch.int64)
+    for i, (s, t) in enumerate(zip(sources, decoder_inputs(targets), strict=True)):
+        out[i, 0, : len(s)] = s
+        out[i, 1, : len(t)] = t
+    return out
+
+
+def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(src [B, S], tgt_in [B, T])`` of a packed batch ``x [B, 2, W]``, each cut to its
+    longest row."""
+    if x.ndim != 3 or x.shape[1] != 2:
+        raise ValueError(f"a packed batch has shape [B, 2, W], got {tuple(x.shape)}")
+    widths = (x != PAD).sum(-1).amax(0)  # [2]
+    return x[:, 0, : int(widths[0])], x[:, 1, : int(widths[1])]

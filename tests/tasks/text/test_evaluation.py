@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline.io import atomic_save, sha256_file
+from pipeline.maths import tokens as TK
 from pipeline.maths.dirichlet import student_alphas
 from pipeline.maths.uncertainty import (
     SCORES,
@@ -23,7 +24,6 @@ from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text import evaluation as TE
 from pipeline.tasks.text import model as lm
 from pipeline.tasks.text import teacher as TT
-from pipeline.tasks.text import tokens as TK
 from tests.conftest import TEXT_CFG, fake_corpus
 
 

@@ -1,4 +1,5 @@
-"""Per-token outputs of the token task's systems (teacher forcing on the reference sequence):
+"""Per-token outputs of a categorical model, an ensemble or a Dirichlet student (the token and
+translation tasks; teacher forcing on the reference or on a decoded hypothesis):
 the log-probability of the target, the top-1 prediction and the six uncertainty scores of
 :data:`pipeline.maths.uncertainty.SCORES`, computed in float32 terms with float64 sums over the
 classes (a float64 pass over ``[T, M, V]`` made the V = 10,000 cache take minutes; pinned to the
