@@ -6,9 +6,9 @@ vocabulary size; and beam-search sentences/s (beam 5) of one model and of an ens
 
 Run: ``python benchmarks/bench_translation.py --data <prepared translation data> --vocab 1000
 4000 --dim 128 --layers 2 --threads 2`` (``pipeline.tasks.translation.data.prepare`` writes
-the data). Batches: the first ``--batches`` x ``--sentences`` train pairs, sorted by length so a
-batch pads little, as training batches them. Untrained models (the step costs do not depend on
-the weights). This measures and prints; it asserts nothing.
+the data). Batches: ``--batches`` of the token-based batches training draws (``--sentences``
+pairs per batch on average), the packed input the engine feeds. Untrained models (the step
+costs do not depend on the weights). This measures and prints; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ from pipeline import methods
 from pipeline.maths.stats import online_teacher_stats
 from pipeline.tasks.translation import data as TD
 from pipeline.tasks.translation import decode as Dc
+from pipeline.tasks.translation.batches import Pairs, token_batches
 from pipeline.tasks.translation.model import Seq2Seq
-from pipeline.tasks.translation.vocab import BOS, EOS, PAD
 
 
-def batches(d: dict, n: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``(src, tgt_in, tgt)`` padded batches of ``size`` pairs, length-sorted."""
-    pairs = sorted(zip(d["src"], d["tgt"], strict=True), key=lambda p: len(p[1]))[: n * size]
-    out = []
-    for i in range(0, len(pairs), size):
-        src = Dc.pad([s for s, _ in pairs[i : i + size]])
-        tgt = Dc.pad([t for _, t in pairs[i : i + size]])
-        tgt_in = torch.cat([torch.full((len(tgt), 1), BOS), tgt[:, :-1]], 1)
-        tgt_in[tgt_in == EOS] = PAD
-        out.append((src, tgt_in, tgt))
-    return out
+def batches(d: dict, n: int, size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` training batches as the pipeline draws them (:func:`token_batches` over the whole
+    train split, ``size`` pairs per batch on average), picked at random: ``(packed x, targets)``."""
+    pairs = Pairs(d["src"], d["tgt"])
+    g = torch.Generator().manual_seed(seed)
+    cut = token_batches(pairs.lengths())(len(pairs), size, g)
+    pick = torch.randperm(len(cut), generator=g)[:n]
+    return [(pairs.packed(cut[int(i)]), pairs.targets(cut[int(i)])) for i in pick]
 
 
 def model(src_vocab: int, vocab: int, a, seed: int = 0) -> Seq2Seq:
@@ -55,7 +52,7 @@ def tokens_per_s(step, data, warmup: int = 2) -> float:
         step(*batch)
         if i >= warmup:
             seconds += time.perf_counter() - t0
-            tokens += int((batch[2] != PAD).sum())
+            tokens += len(batch[1])
     return tokens / seconds
 
 
@@ -66,22 +63,17 @@ def measure(a, src_vocab: int, vocab: int) -> str:
     student = model(src_vocab, vocab, a, 100)
     opt = torch.optim.Adam(student.parameters(), 1e-4, betas=(0.9, 0.98))
 
-    def ce_step(src, tgt_in, tgt):
-        logits = student(src, tgt_in)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD, label_smoothing=0.1
-        )
+    def ce_step(x, y):
+        loss = F.cross_entropy(student(x), y, label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    def kd_step(src, tgt_in, tgt, method):
-        keep = tgt.flatten() != PAD
+    def kd_step(x, y, method):
         with torch.no_grad():
-            z = [m(src, tgt_in).flatten(0, 1)[keep] for m in members]
+            z = [m(x).float() for m in members]
         stats = online_teacher_stats(z, need_floored=methods.get(method).needs_floored)
-        logits = student(src, tgt_in).flatten(0, 1)[keep]
-        loss = methods.loss(method, {}, logits.float(), stats)
+        loss = methods.loss(method, {}, student(x).float(), stats)
         opt.zero_grad()
         loss.backward()
         opt.step()

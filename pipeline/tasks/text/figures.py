@@ -25,6 +25,7 @@ from pipeline.plotting import (
     learning_curves,
     read_curves,
     save,
+    token_gradients,
 )
 
 __all__ = ["class_sweep", "learning_curves", "read_curves", "token_gradients"]
@@ -95,38 +96,3 @@ def class_sweep(
         head_share_panel(axes[3], shares, title="gradient head share (synthetic)")
     fig.tight_layout()
     return save(fig, out, "class_sweep")
-
-
-def token_gradients(out: Path, token_profile: Path, token_gate: Path) -> list[Path]:
-    """The real-data diagnostic (:mod:`pipeline.tasks.text.gradients`): mean |dL/dz_c| against
-    the rank of pi_bar_c per method group (each normalised by its own total, so the shapes
-    compare), and the share of tokens whose ensemble top class has a student logit below 0."""
-    p, gate = pd.read_csv(token_profile), pd.read_csv(token_gate)
-    groups = sorted(gate["group"], key=order)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    for g in groups:
-        y = p[g] / p[g].sum()
-        axes[0].plot(p["rank"], y, color=color(g), label=label(g), lw=1.3)
-    axes[0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
-        ylabel="mean |∂L/∂z_c| / Σ_c",
-        title=f"where each loss puts its gradient (val tokens, V = {len(p):,})",
-    )
-    axes[0].legend(fontsize=7)
-    g = gate.set_index("group").loc[groups]
-    names = [label(x) for x in groups]
-    bars = axes[1].barh(names, g["top_class_below_zero"], color=[color(x) for x in groups])
-    for bar, share, top in zip(bars, g["top_class_below_zero"], g["mean_top_logit"], strict=True):
-        axes[1].text(  # the value is written out: a share of 0 draws no bar
-            max(share, 0) + 0.02,
-            bar.get_y() + bar.get_height() / 2,
-            f"{share:.3f} (mean top-class z {top:.1f})",
-            va="center",
-            fontsize=8,
-        )
-    axes[1].invert_yaxis()
-    axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
-    fig.tight_layout()
-    return save(fig, out, "token_gradients")

@@ -10,7 +10,9 @@ target vocabulary size V everywhere.
 * :mod:`.decode`      beam search and greedy search, for one model or an ensemble
 * :mod:`.batches`     sentence pairs, token-based batches, teacher-forced validation
 * :mod:`.systems`     hypotheses and per-token outputs of a member, the ensemble, a student
-* :mod:`.teacher`     the teacher artifact (members' and ensemble's decodes); the online teacher
+* :mod:`.teacher`     the teacher artifact: the members' and the ensemble's decodes
+* :mod:`.online`      the online teacher the students learn from
+* :mod:`.gradients`   the real-data gradient diagnostic
 * :mod:`.evaluation`  BLEU/chrF, sequence-level uncertainty, PRR, OOD of one system
 * :mod:`.summary`     the sweep tables
 """
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
     from pipeline.engine import TrainingSet
 
-__all__ = list(INTERFACE)
+__all__ = [*INTERFACE, "gradient_diagnostic"]
 # Each function imports the implementation it needs inside its body (pipeline.imports follows
 # those imports per stage); importing this package imports no torch.
 
@@ -101,7 +103,7 @@ def build_model(model_cfg: dict, info: dict) -> torch.nn.Module:
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    from pipeline.tasks.translation.systems import load_model
+    from pipeline.tasks.translation.model import load_model
 
     return load_model(path)
 
@@ -125,7 +127,7 @@ def build_teacher(data_dir, member_files, seeds, out, cfg, num_classes, log=prin
 def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device):
     """A :class:`.teacher.OnlineTeacher`: the members run on every student batch (the teacher
     artifact ``teacher_dir`` is not read: the spec's ``students_read_teacher`` is false)."""
-    from pipeline.tasks.translation.teacher import OnlineTeacher
+    from pipeline.tasks.translation.online import OnlineTeacher
 
     vocab = int(ts.info["vocab_size"])
     return OnlineTeacher(member_files, vocab, ts.inputs, ts.val, method, options, device)
@@ -145,6 +147,13 @@ def tables(tidy, histories=None):
     from pipeline.tasks.translation.summary import tables
 
     return tables(tidy, histories)
+
+
+def gradient_diagnostic(data_dir, vocab, teacher_dir, member_files, students, sentences):
+    """The real-data gradient diagnostic (:mod:`.gradients`): ``(profile, gate)`` tables."""
+    from pipeline.tasks.translation.gradients import run
+
+    return run(data_dir, int(vocab), teacher_dir, member_files, students, sentences)
 
 
 def figure_module() -> ModuleType:

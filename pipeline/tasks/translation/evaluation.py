@@ -11,7 +11,8 @@ read from the teacher artifact, a student decoded and scored here.
 * OOD detection: ROC-AUC / PR-AUC (OOD positive) of every measure, test against ``shift`` and
   every ``ood_*`` split;
 * confidence on the test references (members and ensemble): mean top probability, share of
-  tokens whose top class holds more than 0.9, and (ensemble) the mean ``ln pi_bar`` of the tail.
+  tokens whose top class holds more than 0.5 and 0.9, and (ensemble) the mean ``ln pi_bar`` of
+  the classes below the top one.
 
 Metric rows: ``split, metric, measure, value``.
 """
@@ -30,8 +31,9 @@ from pipeline.tasks.translation.systems import decode, hypothesis_outputs, refer
 from pipeline.tasks.translation.teacher import check_manifest, load_split, split_pairs
 
 SEQ_SCORES = (*SCORES, "seq_nll")
-CONFIDENT = 0.9
-"""A reference token counts as confident where the top class holds more than this."""
+CONFIDENT = (0.5, 0.9)
+"""Shares of reference tokens whose top class holds more than each of these (label smoothing 0.1
+caps a member's top probability near 0.9, so the 0.5 share says more of a smoothed member)."""
 
 
 def signatures() -> dict[str, str]:
@@ -126,7 +128,8 @@ def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, vocab,
             if model is None:
                 top = out["ref.top_prob"].double()
                 add(split, "top_prob", float(top.mean()))
-                add(split, "confident_share", float((top > CONFIDENT).double().mean()))
+                for level in CONFIDENT:
+                    add(split, "confident_share", float((top > level).double().mean()), f">{level}")
                 if key == "ensemble":
                     add(split, "tail_log_mean", float(out["ref.tail_log_mean"].double().mean()))
     for split in info["splits"]:

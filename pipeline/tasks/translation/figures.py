@@ -5,6 +5,8 @@
   the ensemble beside it; legends outside the data, outliers marked at the axis edge
 * ``learning_curves``   val agreement and NLL gap against steps, a column per V
   (:func:`pipeline.plotting.learning_curves`)
+* ``token_gradients``   the gradient diagnostic on real validation tokens
+  (:func:`pipeline.plotting.token_gradients`)
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.methods import label, order
-from pipeline.plotting import color, learning_curves, save
+from pipeline.plotting import color, learning_curves, save, token_gradients
 
-__all__ = ["learning_curves", "quality_sweep"]
+__all__ = ["learning_curves", "quality_sweep", "token_gradients"]
 
 PANELS = (("bleu", "test BLEU"), ("agreement", "test top-1 agreement\nwith the ensemble"))
 

@@ -18,14 +18,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.io import load_weights
 from pipeline.tasks.translation.vocab import BOS, PAD
 
-__all__ = ["DecoderState", "Seq2Seq", "build", "decoder_inputs", "pack", "unpack"]
+__all__ = [
+    "DecoderState",
+    "Seq2Seq",
+    "build",
+    "decoder_inputs",
+    "load_members",
+    "load_model",
+    "pack",
+    "unpack",
+]
 
 
 class Attention(nn.Module):
@@ -250,3 +261,23 @@ def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"a packed batch has shape [B, 2, W], got {tuple(x.shape)}")
     widths = (x != PAD).sum(-1).amax(0)  # [2]
     return x[:, 0, : int(widths[0])], x[:, 1, : int(widths[1])]
+
+
+def load_model(path: str | Path) -> tuple[Seq2Seq, dict]:
+    """A trained member or student and its metadata (verified by
+    :func:`pipeline.io.load_weights`)."""
+    state, meta = load_weights(path)
+    model = build(meta["config"]["model"], int(meta["source_vocab"]), int(meta["vocab_size"]))
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def load_members(paths: list, vocab: int, device: torch.device) -> list[Seq2Seq]:
+    """The frozen members, each checked to predict ``vocab`` target classes."""
+    members = []
+    for p in paths:
+        model, meta = load_model(p)
+        if int(meta["vocab_size"]) != vocab:
+            raise ValueError(f"member {p} has V={meta['vocab_size']}, expected V={vocab}")
+        members.append(model.to(device).requires_grad_(False))
+    return members

@@ -24,7 +24,7 @@ LABELS = {
 }
 CONFIDENCE = {
     "top_prob": "mean top prob",
-    "confident_share": "share top > 0.9",
+    "confident_share": "share top",
     "tail_log_mean": "mean ln π̄ tail",
 }
 __all__ = ["convergence", "tables"]
@@ -34,6 +34,10 @@ SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 REFERENCE = "end"
 BLEU_GAP = 0.5
 """EnD within this much BLEU of a single member counts as converged."""
+
+
+def _level(measure: str) -> str:
+    return f" {measure}" if measure else ""
 
 
 def convergence(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +84,9 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
         "convergence": Table(convergence(tidy), index=False),
         "main": summary_table(main, main["metric"].map(LABELS), by="vocab"),
         "shift": summary_table(shift, shift["metric"].map(LABELS), by="vocab"),
-        "confidence": summary_table(conf, conf["metric"].map(CONFIDENCE), by="vocab"),
+        "confidence": summary_table(
+            conf, conf["metric"].map(CONFIDENCE) + conf["measure"].map(_level), by="vocab"
+        ),
         "prr": summary_table(prr, "PRR " + prr["measure"], by="vocab"),
         "ood": summary_table(
             ood, ood["split"].str.removeprefix("ood_") + " " + ood["measure"], by="vocab"

@@ -13,46 +13,17 @@ dirichlet_tokens`), for a categorical model from its entropy alone.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from pipeline import methods
-from pipeline.io import load_weights, ragged
+from pipeline.io import ragged
 from pipeline.maths.tokens import categorical_tokens, dirichlet_tokens, ensemble_tokens
 from pipeline.progress import JOB, Progress
 from pipeline.tasks.translation.batches import Pairs
 from pipeline.tasks.translation.decode import beam_search
-from pipeline.tasks.translation.model import Seq2Seq, build
 
-__all__ = [
-    "decode",
-    "hypothesis_outputs",
-    "load_members",
-    "load_model",
-    "reference_outputs",
-]
-
-
-def load_model(path: str | Path) -> tuple[Seq2Seq, dict]:
-    """A trained member or student and its metadata (verified by
-    :func:`pipeline.io.load_weights`)."""
-    state, meta = load_weights(path)
-    model = build(meta["config"]["model"], int(meta["source_vocab"]), int(meta["vocab_size"]))
-    model.load_state_dict(state)
-    return model.eval(), meta
-
-
-def load_members(paths: list, vocab: int, device: torch.device) -> list[Seq2Seq]:
-    """The frozen members, each checked to predict ``vocab`` target classes."""
-    members = []
-    for p in paths:
-        model, meta = load_model(p)
-        if int(meta["vocab_size"]) != vocab:
-            raise ValueError(f"member {p} has V={meta['vocab_size']}, expected V={vocab}")
-        members.append(model.to(device).requires_grad_(False))
-    return members
+__all__ = ["decode", "hypothesis_outputs", "reference_outputs"]
 
 
 def decode(models: list, src: list[Tensor], cfg: dict, device, what: str = "") -> list[Tensor]:
