@@ -186,7 +186,7 @@ def read_curves(files: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def learning_curves(out: Path, curves: list[Path]) -> list[Path]:
+def learning_curves(out: Path, curves: list[Path], name: str = "learning_curves") -> list[Path]:
     """Validation top-1 agreement with the ensemble and NLL gap to it against training steps:
     a column per V, a line per method group (mean ± std over seeds); the dashed grey line is a
     single member's agreement (the convergence criterion's bar)."""
@@ -230,10 +230,12 @@ def learning_curves(out: Path, curves: list[Path]) -> list[Path]:
             handles.setdefault(lab, h)
     axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7)
     fig.tight_layout()
-    return save(fig, out, "learning_curves")
+    return save(fig, out, name)
 
 
-def token_gradients(out: Path, token_profile: Path, token_gate: Path) -> list[Path]:
+def token_gradients(
+    out: Path, token_profile: Path, token_gate: Path, name: str = "token_gradients"
+) -> list[Path]:
     """The real-data diagnostic (:mod:`pipeline.diagnostic`): mean |dL/dz_c| against
     the rank of pi_bar_c per method group (each normalised by its own total, so the shapes
     compare), and the share of tokens whose ensemble top class has a student logit below 0."""
@@ -265,4 +267,4 @@ def token_gradients(out: Path, token_profile: Path, token_gate: Path) -> list[Pa
     axes[1].invert_yaxis()
     axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
     fig.tight_layout()
-    return save(fig, out, "token_gradients")
+    return save(fig, out, name)

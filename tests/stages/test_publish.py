@@ -3,10 +3,10 @@
 import pytest
 
 from pipeline.stages import publish
-from pipeline.tasks import spec
+from pipeline.tasks import TASKS, spec
 
 
-@pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.parametrize("kind", sorted(TASKS))
 def test_publish_fills_the_readme_block_from_the_tables(tmp_path, kind):
     published = spec(kind).published
     tables, figures, marker, doc = (
@@ -44,3 +44,13 @@ def test_publish_fills_the_readme_block_from_the_tables(tmp_path, kind):
     readme.write_text("no block here")
     with pytest.raises(ValueError, match=marker):
         publish.publish(results, tmp_path / "docs", readme, kind)
+
+
+def test_no_two_tasks_publish_to_the_same_file():
+    """Every task's published page, README block and figure files are its own: publishing one
+    task never overwrites another's (docs/figures/ is shared)."""
+    published = [t.published for t in TASKS.values()]
+    figures = [name for p in published for name in p.figures]
+    assert len(set(figures)) == len(figures), figures
+    assert len({p.doc for p in published}) == len(published)
+    assert len({p.marker for p in published}) == len(published)

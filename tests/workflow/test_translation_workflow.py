@@ -46,7 +46,7 @@ def test_sweep_holds_every_vocab_and_system(translation_smoke):
     assert set(conf["group"]) == {"ensemble"} and (conf["value"] < 0).all()
     for name in ("main", "convergence", "confidence", "prr", "ood_main", "speed"):
         assert (results / "tables" / f"{name}.md").stat().st_size > 100
-    for name in ("quality_sweep", "learning_curves"):
+    for name in ("translation_sweep", "translation_curves", "translation_gradients"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
 
 

@@ -37,8 +37,12 @@ caps a member's top probability near 0.9, so the 0.5 share says more of a smooth
 
 
 def signatures() -> dict[str, str]:
-    """sacrebleu's signatures of the corpus BLEU and chrF computed here."""
-    return {"bleu": str(_bleu().get_signature()), "chrf": str(_chrf().get_signature())}
+    """sacrebleu's signatures of the corpus BLEU and chrF computed here (one reference)."""
+    out = {}
+    for name, metric in (("bleu", _bleu()), ("chrf", _chrf())):
+        metric.corpus_score(["a"], [["a"]])  # a signature names the number of references
+        out[name] = str(metric.get_signature())
+    return out
 
 
 def _bleu():
@@ -110,6 +114,8 @@ def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, vocab,
             raise ValueError(f"{split}: {len(texts)} hypotheses for {len(refs)} references")
         add(split, "bleu", _bleu().corpus_score(texts, [refs]).score)
         add(split, "chrf", _chrf().corpus_score(texts, [refs]).score)
+        if split == "test":
+            print(f"sacrebleu signatures: {signatures()}", flush=True)
         chrf = np.array(
             [_chrf().sentence_score(h, [r]).score for h, r in zip(texts, refs, strict=True)]
         )

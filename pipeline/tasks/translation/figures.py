@@ -1,11 +1,12 @@
-"""The translation task's figures (its spec's figure registry names them):
+"""The translation task's figures (its spec's figure registry names them; each file is named
+``translation_*`` so the published figures never overwrite the token task's):
 
-* ``quality_sweep``     the headline: test BLEU against the target vocabulary V, one line per
+* ``translation_sweep``     the headline: test BLEU against the target vocabulary V, one line per
   method (mean ± std over seeds), a single member's band and the ensemble's line; agreement with
   the ensemble beside it; legends outside the data, outliers marked at the axis edge
-* ``learning_curves``   val agreement and NLL gap against steps, a column per V
+* ``translation_curves``    val agreement and NLL gap against steps, a column per V
   (:func:`pipeline.plotting.learning_curves`)
-* ``token_gradients``   the gradient diagnostic on real validation tokens
+* ``translation_gradients`` the gradient diagnostic on real validation tokens
   (:func:`pipeline.plotting.token_gradients`)
 """
 
@@ -20,7 +21,7 @@ import pandas as pd
 from pipeline.methods import label, order
 from pipeline.plotting import color, learning_curves, save, token_gradients
 
-__all__ = ["learning_curves", "quality_sweep", "token_gradients"]
+__all__ = ["translation_curves", "translation_gradients", "translation_sweep"]
 
 PANELS = (("bleu", "test BLEU"), ("agreement", "test top-1 agreement\nwith the ensemble"))
 
@@ -39,7 +40,7 @@ def _limits(values: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def quality_sweep(out: Path, sweep: Path) -> list[Path]:
+def translation_sweep(out: Path, sweep: Path) -> list[Path]:
     """Test BLEU and agreement with the ensemble against V (module docstring)."""
     s = pd.read_csv(sweep, keep_default_na=False)
     for col in ("mean", "std"):
@@ -99,4 +100,14 @@ def quality_sweep(out: Path, sweep: Path) -> list[Path]:
         handles, labels, loc="center left", bbox_to_anchor=(0.80, 0.5), fontsize=8, frameon=False
     )
     fig.tight_layout(rect=(0, 0, 0.80, 1))
-    return save(fig, out, "quality_sweep")
+    return save(fig, out, "translation_sweep")
+
+
+def translation_curves(out: Path, curves: list[Path]) -> list[Path]:
+    """The students' learning curves (:func:`pipeline.plotting.learning_curves`)."""
+    return learning_curves(out, curves, name="translation_curves")
+
+
+def translation_gradients(out: Path, token_profile: Path, token_gate: Path) -> list[Path]:
+    """The real-data gradient diagnostic (:func:`pipeline.plotting.token_gradients`)."""
+    return token_gradients(out, token_profile, token_gate, name="translation_gradients")

@@ -46,9 +46,9 @@ SPEC = TaskSpec(
         },
     },
     figures=(
-        Figure("quality_sweep", "quality_sweep", ("sweep",)),
-        Figure("learning_curves", "learning_curves", ("curves",)),
-        Figure("token_gradients", "token_gradients", ("token_profile", "token_gate")),
+        Figure("translation_sweep", "translation_sweep", ("sweep",)),
+        Figure("translation_curves", "translation_curves", ("curves",)),
+        Figure("translation_gradients", "translation_gradients", ("token_profile", "token_gate")),
     ),
     palette_from="sweep",
     published=Published(
@@ -56,9 +56,10 @@ SPEC = TaskSpec(
             "convergence": "The convergence bar per V: test BLEU and top-1 agreement with the "
             "ensemble of a single member (mean ± std over members) and of EnD (over seeds); "
             "converged where EnD is within 0.5 BLEU of a member or agrees at least as well.",
-            "main": "Test set per target vocabulary V: corpus BLEU and chrF (sacrebleu, beam "
-            "search), and under teacher forcing on the references the NLL (nats/token), token "
-            "accuracy and top-1 agreement with the ensemble.",
+            "main": "Test set per target vocabulary V: corpus BLEU and chrF (sacrebleu, "
+            "nrefs:1|case:mixed|tok:13a|smooth:exp and chrF nc:6|nw:0; beam search), and "
+            "under teacher forcing on the references the NLL (nats/token), token accuracy "
+            "and top-1 agreement with the ensemble.",
             "confidence": "How confident the members and the ensemble are on the test "
             "reference tokens: mean top probability, share of tokens whose top class holds "
             "more than 0.5 and 0.9 (label smoothing 0.1 caps a member near 0.9), mean ln π̄ "
@@ -71,7 +72,7 @@ SPEC = TaskSpec(
             "speed": "Training throughput (target tokens/s) and slowdown against cross-entropy "
             "training of the same model (the members).",
         },
-        figures=("quality_sweep", "learning_curves", "token_gradients"),
+        figures=("translation_sweep", "translation_curves", "translation_gradients"),
         marker="translation-results",
         doc="translation.md",
     ),
