@@ -1,5 +1,6 @@
 """The translation task's prepared data (``rule prepare_data``): the aligned verse pairs of
-:mod:`.corpus`, split, with their SentencePiece vocabularies (:mod:`.vocab`) and ids.
+:mod:`.corpus` (or the plain-text parallel files of :mod:`.parallel`), split, with their
+SentencePiece vocabularies (:mod:`.vocab`) and ids.
 
 Files (``out/``):
 
@@ -8,7 +9,8 @@ Files (``out/``):
 * ``{split}.safetensors``: ``src.tokens``/``src.offsets`` and, for every V of a split with
   references, ``tgt<V>.tokens``/``tgt<V>.offsets`` (int32 tokens, int64 offsets ``[n + 1]``: the
   ``i``-th sentence is ``tokens[offsets[i]:offsets[i + 1]]``, EOS included);
-* ``{split}.json``: each sentence's reference (book, chapter, verse) and its source and target
+* ``{split}.json``: each sentence's reference (book, chapter, verse; or split, line) and its
+  source and target
   text (the references BLEU is computed against; OOD sets have no target);
 * ``manifest.json``: counts, what was dropped and why, every file's sha256.
 """
@@ -36,6 +38,7 @@ from pipeline.io import (
     sha256_file,
 )
 from pipeline.tasks.translation import corpus as C
+from pipeline.tasks.translation import parallel as P
 from pipeline.tasks.translation import vocab as Vb
 
 __all__ = ["SPLITS", "load_manifest", "load_split", "prepare", "tokenizer"]
@@ -52,13 +55,18 @@ def _write_model(model: bytes, path: Path) -> None:
 
 
 def prepare(cfg: dict, out: str | Path) -> dict:
-    """Align, split and encode the Bibles described by the ``dataset``, ``ood`` and
-    ``vocab_sizes`` config slices; returns the manifest."""
+    """Read (the Bibles aligned by verse, or plain-text parallel files: :mod:`.parallel`), split
+    and encode the corpus the ``dataset``, ``ood`` and ``vocab_sizes`` config slices describe;
+    returns the manifest."""
     ds, ood, sizes = cfg["dataset"], cfg["ood"], [int(v) for v in cfg["vocab_sizes"]]
     out, root = Path(out), Path(ds["root"])
-    pairs, dropped = C.align(*C.read_bibles(root))
-    splits, more = C.split_pairs(pairs, ds)
-    dropped.update(more)
+    if ds["name"] == "parallel_text":
+        splits, dropped = P.read_splits(ds)
+        pairs = [p for rows in splits.values() for p in rows]
+    else:
+        pairs, dropped = C.align(*C.read_bibles(root))
+        splits, more = C.split_pairs(pairs, ds)
+        dropped.update(more)
     sources = {name: [s for _, s, _ in rows] for name, rows in splits.items()}
     refs = {name: [list(ref) for ref, _, _ in rows] for name, rows in splits.items()}
     targets = {name: [t for _, _, t in rows] for name, rows in splits.items()}
@@ -75,9 +83,11 @@ def prepare(cfg: dict, out: str | Path) -> dict:
             sources["ood_austen"] = C.austen_sources(root, int(size or 1000), rng)
         else:
             raise ConfigError("ood.sets", name, f"one of {list(C.OOD_SETS)}")
-    models = {"source": Vb.train(sources["train"], int(ds["source_vocab"]), "dataset.source_vocab")}
-    for v in sizes:
-        models[f"target_V{v}"] = Vb.train(targets["train"], v)
+    for name, rel in (ood.get("files") or {}).items():  # source-only files, one per line
+        lines = [" ".join(x.split()) for x in P.read_lines(root / rel, f"ood.files.{name}")]
+        lines = [x for x in lines if x]
+        sources[f"ood_{name}"] = lines[: int(size)] if size else lines
+    models, source_vocab = _vocabularies(ds, sources["train"], targets["train"], sizes)
     files = {}
     for name, model in models.items():
         _write_model(model, out / "spm" / f"{name}.model")
@@ -91,7 +101,8 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         "pairs": len(pairs),
         "dropped": dropped,
         "vocab_sizes": sizes,
-        "source_vocab": int(ds["source_vocab"]),
+        "source_vocab": source_vocab,
+        **({"joint_vocab": True} if ds.get("joint_vocab") else {}),
         "files": files,
         "splits": {},
     }
@@ -120,6 +131,33 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         }
     atomic_write_text(json.dumps(manifest, indent=2), out / "manifest.json")
     return manifest
+
+
+def _sample(sentences: list[str], ds: dict) -> list[str]:
+    """At most ``dataset.spm_sentences`` of the sentences (a fixed random subset, in order), what
+    SentencePiece trains on (``null``: all; WMT's millions of lines need a cap)."""
+    cap = ds.get("spm_sentences")
+    if not cap or len(sentences) <= int(cap):
+        return sentences
+    rng = np.random.default_rng(int(ds.get("split_seed", 0)))
+    return [sentences[i] for i in np.sort(rng.choice(len(sentences), int(cap), replace=False))]
+
+
+def _vocabularies(ds: dict, src: list[str], tgt: list[str], sizes: list[int]):
+    """``({name: serialised SentencePiece model}, source vocabulary size)``: a source model of
+    ``dataset.source_vocab`` and a target model per V; with ``dataset.joint_vocab`` one model
+    of the one V trained on both sides, which the source uses too (the WMT recipe)."""
+    if ds.get("joint_vocab"):
+        if len(sizes) != 1:
+            raise ConfigError("vocab_sizes", sizes, "one size with dataset.joint_vocab: true")
+        model = Vb.train(_sample(src + tgt, ds), sizes[0])
+        return {"source": model, f"target_V{sizes[0]}": model}, sizes[0]
+    if "source_vocab" not in ds:
+        raise ConfigError("dataset.source_vocab", None, "a size (or dataset.joint_vocab: true)")
+    models = {"source": Vb.train(_sample(src, ds), int(ds["source_vocab"]), "dataset.source_vocab")}
+    for v in sizes:
+        models[f"target_V{v}"] = Vb.train(_sample(tgt, ds), v)
+    return models, int(ds["source_vocab"])
 
 
 def load_manifest(data_dir: str | Path) -> dict:

@@ -3,22 +3,61 @@ its splits, tables, figures, what it publishes, and its config checks."""
 
 from __future__ import annotations
 
+from pipeline.errors import ConfigError
 from pipeline.figure_registry import Figure
 from pipeline.tasks import Published, TaskSpec
 
 
+def _has_shift(config: dict) -> bool:
+    ds = config["dataset"]
+    return ds["name"] != "parallel_text" or "shift" in ds.get("files", {})
+
+
 def splits(config: dict) -> list[str]:
-    """The prepared splits: train/valid/test, the shift books and the OOD sets."""
-    return ["train", "valid", "test", "shift"] + [f"ood_{s}" for s in config["ood"]["sets"]]
+    """The prepared splits: train/valid/test, the shift set (the Bible's held-out books; a
+    parallel corpus's ``files.shift``, where given) and the OOD sets."""
+    shift = ["shift"] if _has_shift(config) else []
+    ood = [*config["ood"].get("sets", []), *(config["ood"].get("files") or {})]
+    return ["train", "valid", "test", *shift] + [f"ood_{s}" for s in ood]
 
 
 def raw_inputs(config: dict) -> list[str]:
-    """The unpacked Debian packages the corpus is read from."""
-    root = config["dataset"]["root"]
+    """The files the corpus is read from: the unpacked Debian packages, or the parallel files."""
+    ds = config["dataset"]
+    root = ds["root"]
+    ood = [f"{root}/{rel}" for rel in (config["ood"].get("files") or {}).values()]
+    if ds["name"] == "parallel_text":
+        pairs = [f"{root}/{f[side]}" for f in ds["files"].values() for side in ("source", "target")]
+        return pairs + ood
     files = [f"{root}/usr/share/sword/mods.d"]
-    if "austen" in config["ood"]["sets"]:
+    if "austen" in config["ood"].get("sets", []):
         files.append(f"{root}/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb")
-    return files
+    return files + ood
+
+
+def check(config: dict) -> None:
+    """A parallel corpus names its files and has no Austen OOD set (that one reads the Debian
+    packages); a joint vocabulary is one size."""
+    ds = config["dataset"]
+    if ds["name"] == "parallel_text":
+        if "austen" in config["ood"].get("sets", []):
+            raise ConfigError("ood.sets", "austen", "[permuted] with dataset.name parallel_text")
+        for split in ("train", "valid", "test"):
+            if split not in ds.get("files", {}):
+                raise ConfigError(f"dataset.files.{split}", None, "{source: ..., target: ...}")
+    else:
+        if "files" in ds:
+            raise ConfigError("dataset.files", ds["files"], "only with dataset.name parallel_text")
+        for key in ("valid_size", "test_size"):
+            if key not in ds:
+                raise ConfigError(f"dataset.{key}", None, "the verses drawn for the split")
+    clash = set(config["ood"].get("sets", [])) & set(config["ood"].get("files") or {})
+    if clash:
+        raise ConfigError("ood.files", sorted(clash), "names other than ood.sets'")
+    if ds.get("joint_vocab") and len(config["vocab_sizes"]) != 1:
+        raise ConfigError("vocab_sizes", config["vocab_sizes"], "one size with joint_vocab")
+    if not ds.get("joint_vocab") and "source_vocab" not in ds:
+        raise ConfigError("dataset.source_vocab", None, "a size (or dataset.joint_vocab: true)")
 
 
 SPEC = TaskSpec(
@@ -51,6 +90,7 @@ SPEC = TaskSpec(
         Figure("translation_gradients", "translation_gradients", ("token_profile", "token_gate")),
     ),
     palette_from="sweep",
+    check=check,
     published=Published(
         tables={
             "convergence": "The convergence bar per V: test BLEU and top-1 agreement with the "

@@ -36,8 +36,10 @@ RULE = "cache_teacher"
 
 
 def eval_splits(manifest: dict) -> list[str]:
-    """The evaluated splits: ``test``, ``shift`` and every ``ood_*``."""
-    return ["test", "shift"] + [s for s in manifest["splits"] if s.startswith("ood_")]
+    """The evaluated splits: ``test``, ``shift`` (where the corpus has one) and every
+    ``ood_*``."""
+    named = [s for s in ("test", "shift") if s in manifest["splits"]]
+    return named + [s for s in manifest["splits"] if s.startswith("ood_")]
 
 
 def split_pairs(data_dir, split: str, vocab: int, size: int | None = None) -> tuple[list, Pairs]:
