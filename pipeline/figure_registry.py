@@ -57,6 +57,9 @@ OPTIONS: dict[str, FigureOption] = {
     "ece_bins": FigureOption("evaluation", "ece_bins", int, "ECE and reliability bins"),
     "ood_set": FigureOption("figure", "ood_set", str, "the OOD set a sweep figure draws"),
     "measure": FigureOption("figure", "measure", str, "the OOD score a sweep figure draws"),
+    "headline": FigureOption(
+        "figure", "headline", str, "comma-separated groups of the sweep figure's headline panel"
+    ),
 }
 
 

@@ -30,14 +30,18 @@ __all__ = [
     "gradient_analysis",
     "head_share_panel",
     "label",
+    "legend_outside",
     "learning_curves",
     "mean_band",
     "order",
+    "outlier_limits",
     "palette",
     "read_curves",
+    "read_sweep",
     "representatives",
     "save",
     "set_palette",
+    "sweep_panel",
     "token_gradients",
 ]
 
@@ -268,3 +272,87 @@ def token_gradients(
     axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
     fig.tight_layout()
     return save(fig, out, name)
+
+
+def read_sweep(sweep: Path) -> pd.DataFrame:
+    """A sweep table (``tables/sweep.csv``) with numeric ``mean``/``std`` (NaN where empty)."""
+    s = pd.read_csv(sweep, keep_default_na=False)
+    for col in ("mean", "std"):
+        s[col] = pd.to_numeric(s[col].replace("", np.nan))
+    return s
+
+
+def outlier_limits(values, reference) -> tuple[float, float]:
+    """An axis range set by the ``reference`` values (a member's band, the ensemble) and the bulk
+    of ``values``: a value further than 3x the references' spread outside them is an outlier,
+    left out of the range (:func:`sweep_panel` draws it at the edge with its value)."""
+    ref = np.asarray(reference, dtype=float)
+    ref = ref[np.isfinite(ref)]
+    vals = np.asarray(values, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not len(ref):
+        ref = vals
+    lo, hi = float(ref.min()), float(ref.max())
+    span = max(hi - lo, 1e-3 * max(abs(hi), 1.0), 0.02 * abs(hi))
+    inside = vals[(vals >= lo - 3 * span) & (vals <= hi + 3 * span)]
+    if len(inside):
+        lo, hi = min(lo, float(inside.min())), max(hi, float(inside.max()))
+    pad = 0.08 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
+def sweep_panel(ax, rows: pd.DataFrame, groups, ylabel: str, shift=None, ensemble=True) -> None:
+    """One metric of a class-count sweep against V (``rows``: sweep rows of one split and
+    metric): a single member's mean ± std as a grey band, the ensemble as a black line (if
+    ``ensemble``), one line per student group of ``groups`` (mean ± std over seeds). ``shift``
+    (V -> value) is subtracted from every line (a gap to the ensemble). The y-range is
+    :func:`outlier_limits`'; an outlier is drawn at the edge with its value written beside it."""
+
+    def values(r):
+        y = r["mean"].to_numpy(dtype=float)
+        return y - shift.reindex(r["vocab"]).to_numpy() if shift is not None else y
+
+    ref = []
+    member = rows[rows["group"] == "member"].sort_values("vocab")
+    if len(member):
+        m, sd = values(member), member["std"].fillna(0).to_numpy()
+        ax.fill_between(member["vocab"], m - sd, m + sd, color="0.85", label="single member ± std")
+        ax.plot(member["vocab"], m, color="0.45", lw=1.2, ls="--")
+        ref += [*(m - sd), *(m + sd)]
+    ens = rows[rows["group"] == "ensemble"].sort_values("vocab")
+    if ensemble and len(ens):
+        ax.plot(ens["vocab"], values(ens), "k-s", ms=4, lw=1.4, label="ensemble")
+        ref += list(values(ens))
+    students = rows[rows["group"].isin(list(groups))]
+    lines = {g: students[students["group"] == g].sort_values("vocab") for g in groups}
+    every = np.concatenate([values(r) for r in lines.values() if len(r)] or [np.array([])])
+    lo, hi = outlier_limits(every, ref)
+    for g, r in lines.items():
+        if not len(r):
+            continue
+        y = values(r)
+        clipped = np.clip(y, lo, hi)
+        ax.errorbar(r["vocab"], clipped, yerr=r["std"].fillna(0), fmt="-o", ms=4, capsize=3,
+                    color=color(g), label=label(g))  # fmt: skip
+        for x, yv, c in zip(r["vocab"], y, clipped, strict=True):
+            if yv != c:  # an outlier: marked at the edge, its value written out
+                low = c == lo
+                ax.plot([x], [c], marker="v" if low else "^", color=color(g), ms=9)
+                ax.annotate(f"{yv:.2f}", (x, c), textcoords="offset points",
+                            xytext=(5, 4 if low else -10), fontsize=7, color=color(g))  # fmt: skip
+    vocabs = sorted(set(rows["vocab"]))
+    ax.set(xscale="log", xlabel="number of classes V", ylabel=ylabel, ylim=(lo, hi))
+    ax.set_xticks(vocabs, [f"{int(v):,}" for v in vocabs])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+
+
+def legend_outside(fig, axes, right: float = 0.80) -> None:
+    """One legend of every labelled line of ``axes`` (each label once), right of the panels."""
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="center left",
+               bbox_to_anchor=(right, 0.5), fontsize=8, frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, right, 1))

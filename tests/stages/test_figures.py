@@ -239,16 +239,35 @@ def test_text_figures_show_the_values_of_the_files_given(tmp_path, gradient, dra
         "token_gradients.png",
         "token_gradients.pdf",
     ]
-    # class sweep: each group's agreement against V is the sweep table's mean
+    # class sweep: each group's agreement against V in the headline panel is the sweep table's
+    # mean, a single member's mean the dashed line of its band
     sweep = pd.read_csv(given["sweep"], keep_default_na=False)
-    sweep = sweep[(sweep["split"] == "test") & (sweep["metric"] == "agreement")]
-    agreement = {c.get_label(): c for c in drawn["class_sweep"].axes[1].containers}
-    for group in sorted(set(sweep["group"]) - {"ensemble"}):
-        rows = sweep[sweep["group"] == group].sort_values("vocab")
-        label = "single model" if group == "member" else methods.label(group)
-        line = agreement[label].lines[0]
+    test = sweep[sweep["split"] == "test"]
+    agree = test[test["metric"] == "agreement"]
+    fig = drawn["class_sweep"]
+    headline = {c.get_label(): c for c in fig.axes[0].containers}
+    assert set(headline) == {"EnD²", "PD-EnD²"}
+    for group in ("end2", "pd_end2"):
+        rows = agree[agree["group"] == group].sort_values("vocab")
+        line = headline[methods.label(group)].lines[0]
         np.testing.assert_array_equal(line.get_xdata(), rows["vocab"].to_numpy())
         np.testing.assert_allclose(line.get_ydata(), pd.to_numeric(rows["mean"]).to_numpy())
+    member = agree[agree["group"] == "member"].sort_values("vocab")
+    dashed = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(dashed[0].get_ydata(), pd.to_numeric(member["mean"]).to_numpy())
+    # the NLL gap: EnD2's 1.15 nats at V = 1,000 is an outlier, drawn at the top edge with its
+    # value written beside it; the others set the axis
+    gap = fig.axes[1]
+    end2 = {c.get_label(): c for c in gap.containers}["EnD²"].lines[0]
+    assert end2.get_ydata()[1] == pytest.approx(gap.get_ylim()[1]) and gap.get_ylim()[1] < 0.5
+    assert "1.15" in [t.get_text() for t in gap.texts]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"EnD²", "PD-EnD²", "single member ± std", "ensemble"} <= set(legend)
+    TF.class_sweep(tmp_path / "fig4", given["sweep"], None, "permuted", "knowledge", "pd_end2")
+    only = {c.get_label() for c in drawn["class_sweep"].axes[0].containers}
+    assert only == {"PD-EnD²"}  # the headline option picks the groups of the first panel
+    with pytest.raises(ValueError, match="not student groups"):
+        TF.class_sweep(tmp_path / "fig5", given["sweep"], None, "permuted", "knowledge", "nope")
     # learning curves: the mean over seeds of each group's agreement at every step, per V
     top = drawn["learning_curves"].axes[0]
     assert top.get_title() == "V = 100"

@@ -25,7 +25,7 @@ def raw_inputs(config: dict) -> list[str]:
 
 def check(config: dict) -> None:
     """Distinct chapter residues for val and test; the sweep figure's OOD set is one of the
-    run's."""
+    run's, its headline groups are student groups."""
     val_mod, test_mod = residues(config.get("dataset") or {})
     if val_mod == test_mod:
         raise ConfigError("dataset.test_mod", test_mod, "a residue other than dataset.val_mod")
@@ -33,6 +33,10 @@ def check(config: dict) -> None:
     sets = config["ood"]["sets"]
     if "ood_set" in figure and figure["ood_set"] not in sets:
         raise ConfigError("figure.ood_set", figure["ood_set"], f"one of ood.sets {sets}")
+    groups = list(config["students"]["methods"])
+    for group in (g.strip() for g in str(figure.get("headline") or "").split(",") if g.strip()):
+        if group not in groups:
+            raise ConfigError("figure.headline", group, f"one of students.methods {groups}")
 
 
 SPEC = TaskSpec(
@@ -52,7 +56,9 @@ SPEC = TaskSpec(
         },
     },
     figures=(
-        Figure("class_sweep", "class_sweep", ("sweep", "shares"), ("ood_set", "measure")),
+        Figure(
+            "class_sweep", "class_sweep", ("sweep", "shares"), ("ood_set", "measure", "headline")
+        ),
         Figure("learning_curves", "learning_curves", ("curves",)),
         Figure("token_gradients", "token_gradients", ("token_profile", "token_gate")),
     ),
