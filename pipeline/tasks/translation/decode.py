@@ -9,6 +9,9 @@ live; the sentence is done when ``beam`` are finished, and at ``max_len`` tokens
 follow. With ``beam = 1`` this is greedy search, and with a beam wider than every prefix it is
 exhaustive search (both tested).
 
+The search runs where the models' parameters are (a GPU: the model steps and the per-step
+scores stay there; the hypotheses' tokens are collected on the host).
+
 A Dirichlet student decodes with its point prediction ``softmax(z)``, the mean of the
 categorical its logits define: for ``alpha = exp(z) + m_off`` the Dirichlet's own mean
 ``alpha / alpha_0`` equals it only for ``m_off = 0`` (``docs/method.md``, "Student").
@@ -47,6 +50,11 @@ def pad(rows: list[Tensor], value: int = PAD) -> Tensor:
     return out
 
 
+def _device(models) -> torch.device:
+    """Where the models' parameters live (the decoding state follows them)."""
+    return next(models[0].parameters()).device
+
+
 def _limits(models, src: list[Tensor], max_len: int | None) -> list[int]:
     """Each sentence's most tokens: ``max_len`` or ``1.5 S_i + 10``, at most the models' own
     position limit."""
@@ -77,12 +85,13 @@ def beam_search(
         m.eval()
     n = len(src)
     limits = _limits(models, src, max_len)
-    states = [m.start(pad(src)) for m in models]
-    rows = torch.arange(n)  # the sentence of each live row
+    dev = _device(models)
+    states = [m.start(pad(src).to(dev)) for m in models]
+    rows = torch.arange(n, device=dev)  # the sentence of each live row
     live_tokens = [[] for _ in range(n)]  # per live row: tokens so far
     live_lps = [[] for _ in range(n)]
-    scores = torch.zeros(n, dtype=torch.float64)
-    last = torch.full((n,), BOS, dtype=torch.int64)
+    scores = torch.zeros(n, dtype=torch.float64, device=dev)
+    last = torch.full((n,), BOS, dtype=torch.int64, device=dev)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     for t in range(max(limits)):
         logp, states = step_log_probs(models, last, states)  # [R, V]
@@ -112,15 +121,15 @@ def beam_search(
                     keep_score.append(float(flat[b]))
         if not keep_rows:
             break
-        src_rows = torch.tensor(keep_from)
+        src_rows = torch.tensor(keep_from, device=dev)
         states = [s.select(src_rows) for s in states]
         live_tokens = [live_tokens[r] + [tok] for r, tok in zip(keep_from, keep_tok, strict=True)]
         live_lps = [
             live_lps[r] + [float(logp[r, tok])] for r, tok in zip(keep_from, keep_tok, strict=True)
         ]
-        rows = torch.tensor(keep_rows)
-        scores = torch.tensor(keep_score, dtype=torch.float64)
-        last = torch.tensor(keep_tok, dtype=torch.int64)
+        rows = torch.tensor(keep_rows, device=dev)
+        scores = torch.tensor(keep_score, dtype=torch.float64, device=dev)
+        last = torch.tensor(keep_tok, dtype=torch.int64, device=dev)
     return [max(f, key=lambda h: h.normalized(alpha)) for f in finished]
 
 
@@ -130,12 +139,13 @@ def greedy(models, src: list[Tensor], max_len: int | None = None) -> list[Hypoth
     for m in models:
         m.eval()
     n = len(src)
-    limits = torch.tensor(_limits(models, src, max_len))
-    states = [m.start(pad(src)) for m in models]
-    last = torch.full((n,), BOS, dtype=torch.int64)
+    dev = _device(models)
+    limits = torch.tensor(_limits(models, src, max_len), device=dev)
+    states = [m.start(pad(src).to(dev)) for m in models]
+    last = torch.full((n,), BOS, dtype=torch.int64, device=dev)
     tokens = [[] for _ in range(n)]
     lps = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
     for t in range(int(limits.max())):
         logp, states = step_log_probs(models, last, states)
         nxt = logp.argmax(-1)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pipeline import __version__
+from pipeline.device import select_device
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
     ArtifactError,
@@ -71,9 +72,9 @@ def build_teacher(data_dir, member_files, out, cfg: dict, vocab: int, log=print)
     ``batch``, ``eval_size``: sentences per split, null = all). Returns the manifest."""
     data_dir, out = Path(data_dir), Path(out)
     manifest = TD.load_manifest(data_dir)
-    device = torch.device("cpu")
+    device = select_device(cfg.get("device", "auto"))
     loaded = [load_model(p) for p in member_files]
-    members = [m.requires_grad_(False) for m, _ in loaded]
+    members = [m.to(device).requires_grad_(False) for m, _ in loaded]
     if any(int(meta["vocab_size"]) != vocab for _, meta in loaded):
         raise ValueError(f"a member of {member_files} is not at V={vocab}")
     names = [f"member-{meta['seed']}" for _, meta in loaded]
@@ -95,6 +96,7 @@ def build_teacher(data_dir, member_files, out, cfg: dict, vocab: int, log=print)
         sha[split] = sha256_file(out / f"{split}.safetensors")
         counts[split] = len(src)
         log(f"{split}: {len(src)} sentences decoded by {len(systems)} systems")
+    cfg = {k: v for k, v in cfg.items() if k != "device"}  # how it decodes, not where
     info = {
         "task": "translation",
         "pipeline_version": __version__,
