@@ -89,11 +89,11 @@ def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, vocab,
 
     for split in info["splits"]:
         cache = load_split(teacher_dir, split, info)
-        size = info["sentences"][split]
+        d = TD.load_split(data_dir, split, vocab)
+        src, pairs = split_pairs(d, info["sentences"][split])
         if model is None:
             out = {k.split(".", 1)[1]: v for k, v in cache.items() if k.startswith(f"{key}.")}
         else:
-            src, pairs = split_pairs(data_dir, split, vocab, size)
             student = (meta["method"], meta["options"])
             # decoded as the teacher artifact decoded the members (its recorded settings)
             hyps = decode([model.to(device)], src, info["config"], device, f", {split}")
@@ -108,8 +108,7 @@ def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, vocab,
         if "ref.pred" not in out:
             continue
         texts = [Vb.decode(sp, h) for h in _hyps(hyp, hyp["offsets"])]
-        ref = TD.load_split(data_dir, split, vocab)
-        refs = ref["tgt_text"][: len(texts)]
+        refs = d["tgt_text"][: len(texts)]
         if len(refs) != len(texts):
             raise ValueError(f"{split}: {len(texts)} hypotheses for {len(refs)} references")
         add(split, "bleu", _bleu().corpus_score(texts, [refs]).score)
@@ -120,7 +119,7 @@ def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, vocab,
             [_chrf().sentence_score(h, [r]).score for h, r in zip(texts, refs, strict=True)]
         )
         arrays[f"{split}.chrf"] = torch.from_numpy(chrf).float()
-        y = torch.cat(ref["tgt"][: len(texts)]).long()
+        y = pairs.targets(range(len(pairs)))
         pred = out["ref.pred"].long()
         if len(pred) != len(y):
             raise ValueError(f"{split}: {len(pred)} reference outputs for {len(y)} tokens")

@@ -44,34 +44,30 @@ def decode(models: list, src: list[Tensor], cfg: dict, device, what: str = "") -
     return out
 
 
+BATCH = 64
+"""Sentence pairs per teacher-forced forward pass."""
+
+
 @torch.no_grad()
-def _logits(model, pairs: Pairs, device, batch: int = 64) -> list[Tensor]:
-    """Teacher-forced logits ``[R_b, V]`` per batch of pairs (the model in eval mode)."""
-    model.eval()
-    out = []
-    for i in range(0, len(pairs), batch):
-        rows = range(i, min(i + batch, len(pairs)))
-        out.append(model(pairs.packed(rows).to(device)).float())
-    return out
-
-
 def _outputs(models, pairs: Pairs, device, student: tuple[str, dict] | None) -> dict:
-    """Per-token outputs (:mod:`pipeline.maths.tokens`) of the system on ``pairs``."""
-    y = [
-        pairs.targets(range(i, min(i + 64, len(pairs)))).to(device)
-        for i in range(0, len(pairs), 64)
-    ]
-    per_model = [_logits(m, pairs, device) for m in models]
+    """Per-token outputs (:mod:`pipeline.maths.tokens`) of the system on ``pairs``, teacher
+    forced, one batch of pairs at a time (only that batch's ``[R_b, V]`` logits in memory)."""
+    dirichlet = student is not None and methods.get(student[0]).dirichlet
     parts = []
-    for b, yb in enumerate(y):
-        z = [logits[b] for logits in per_model]
+    for model in models:
+        model.eval()
+    for i in range(0, len(pairs), BATCH):
+        rows = range(i, min(i + BATCH, len(pairs)))
+        x, y = pairs.packed(rows).to(device), pairs.targets(rows).to(device)
+        z = [m(x).float() for m in models]
         if len(z) > 1:
-            parts.append(ensemble_tokens(z, yb))
-        elif student is not None and methods.get(student[0]).dirichlet:
-            parts.append(dirichlet_tokens(z[0], methods.model_offset(*student), yb))
+            out = ensemble_tokens(z, y)
+        elif dirichlet:
+            out = dirichlet_tokens(z[0], methods.model_offset(*student), y)
         else:
-            parts.append(categorical_tokens(z[0], yb))
-    return {k: torch.cat([p[k].cpu() for p in parts]) for k in parts[0]}
+            out = categorical_tokens(z[0], y)
+        parts.append({k: v.cpu() for k, v in out.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def hypothesis_outputs(models, src, hyps, device, student=None) -> dict[str, Tensor]:

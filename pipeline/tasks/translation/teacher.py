@@ -43,10 +43,9 @@ def eval_splits(manifest: dict) -> list[str]:
     return named + [s for s in manifest["splits"] if s.startswith("ood_")]
 
 
-def split_pairs(data_dir, split: str, vocab: int, size: int | None = None) -> tuple[list, Pairs]:
-    """The sources of ``split`` (its first ``size``) and, where it has references, its pairs
-    (else ``None``)."""
-    d = TD.load_split(data_dir, split, vocab)
+def split_pairs(d: dict, size: int | None = None) -> tuple[list, Pairs | None]:
+    """The sources of a loaded split ``d`` (:func:`.data.load_split`; its first ``size``) and,
+    where it has references, its pairs (else ``None``)."""
     n = len(d["src"]) if not size else min(int(size), len(d["src"]))
     pairs = Pairs(d["src"][:n], d["tgt"][:n]) if "tgt" in d else None
     return d["src"][:n], pairs
@@ -82,7 +81,7 @@ def build_teacher(data_dir, member_files, out, cfg: dict, vocab: int, log=print)
     out.mkdir(parents=True, exist_ok=True)
     sha, counts = {}, {}
     for split in eval_splits(manifest):
-        src, pairs = split_pairs(data_dir, split, vocab, cfg.get("eval_size"))
+        src, pairs = split_pairs(TD.load_split(data_dir, split, vocab), cfg.get("eval_size"))
         tensors = {}
         for name, models in systems:
             hyps = decode(models, src, cfg, device, f", {name}, {split}")
