@@ -38,6 +38,14 @@ def test_sweep_holds_every_vocab_and_system(text_smoke):
         want = (cache[f"member-{s}.pred"] == cache["ensemble.pred"]).double().mean().item()
         agree = test[(test["vocab"] == v) & (test["metric"] == "agreement")]
         assert agree[agree["system"] == f"member-{s}"]["value"].item() == pytest.approx(want)
+    # how confident members and ensemble are: their top probability, as the cache holds it
+    conf = test[test["metric"].isin(["top_prob", "confident_share"])]
+    assert set(conf["group"]) == {"member", "ensemble"} and conf["value"].between(0, 1).all()
+    v, s = cfg["vocab_sizes"][0], cfg["ensemble"]["seeds"][0]
+    cache = load_file(results / f"V{v}" / "teacher" / "test.safetensors")
+    top = conf[(conf["vocab"] == v) & (conf["system"] == f"member-{s}")]
+    want = float((-cache[f"member-{s}.neg_confidence"].double()).mean())
+    assert top[top["metric"] == "top_prob"]["value"].item() == pytest.approx(want)
     ood = tidy[tidy["metric"] == "ood_auroc"]
     assert set(ood["split"]) == {f"ood_{s}" for s in cfg["ood"]["sets"]}
     assert "seq_nll" in set(ood["measure"])

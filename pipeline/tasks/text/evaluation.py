@@ -5,7 +5,8 @@ uncertainty scores (:mod:`.tokens`; members and the ensemble read from the teach
 run). From them:
 
 * test split, token level: accuracy, NLL, perplexity, top-1 agreement with the ensemble, PRR of
-  every score for token errors;
+  every score for token errors; for members and the ensemble how confident they are (mean top
+  probability, shares of tokens above 0.5 and 0.9);
 * sequence level: each token score averaged over the sequence ("product of expectations") and
   the score ``seq_nll = -(1/L) ln P(y | x)``; OOD ROC-AUC / PR-AUC of each (OOD positive) for the
   test sequences against every ``ood_*`` split.
@@ -29,6 +30,9 @@ from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.teacher import batches, check_manifest, load_split
 
 SEQ_SCORES = (*SCORES, "seq_nll")
+CONFIDENT = (0.5, 0.9)
+"""Shares of test tokens whose top class holds more than each of these (the translation task
+reports the same, side by side)."""
 
 
 @torch.no_grad()
@@ -109,6 +113,11 @@ def evaluate_system(
         add(split, "nll", nll)
         add(split, "perplexity", np.exp(nll))
         add(split, "agreement", (tok["pred"] == cache["ensemble.pred"]).double().mean())
+        if model is None:  # how confident the members and the ensemble are (the paper's regime)
+            top = -tok["neg_confidence"].double()
+            add(split, "top_prob", top.mean())
+            for level in CONFIDENT:
+                add(split, "confident_share", (top > level).double().mean(), f">{level}")
         for name in SCORES:
             add(split, "prr", Mx.prr(tok[name].numpy(), errors), measure=name)
     for split in info["splits"]:

@@ -52,7 +52,7 @@ SPEC = TaskSpec(
         "sweep": ("csv",),
         **{
             name: ("csv", "md")
-            for name in ("convergence", "main", "prr", "ood", "ood_main", "speed")
+            for name in ("convergence", "main", "prr", "confidence", "ood", "ood_main", "speed")
         },
     },
     figures=(
@@ -76,6 +76,9 @@ SPEC = TaskSpec(
             "of total uncertainty (TU), knowledge uncertainty (MI) and −(1/L) ln P(y|x); every "
             "measure: tables/ood.md.",
             "prr": "Token misclassification detection: prediction rejection ratio per measure.",
+            "confidence": "How confident the members and the ensemble are on the test tokens: "
+            "mean top probability and the shares of tokens whose top class holds more than 0.5 "
+            "and 0.9 (the translation task's table has the same columns).",
             "speed": "Training throughput (target tokens/s of the steps, validation excluded, "
             "one thread) and slowdown against cross-entropy training of the same model (the "
             "members); the first steps include torch.compile of the fused losses.",

@@ -29,6 +29,12 @@ SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 
 
 LABELS = {"accuracy": "Acc", "nll": "NLL", "perplexity": "PPL", "agreement": "Agree"}
+CONFIDENCE = {"top_prob": "mean top prob", "confident_share": "share top"}
+"""How confident members and ensemble are on test tokens (as the translation task's table)."""
+
+
+def _level(measure: str) -> str:
+    return f" {measure}" if measure else ""
 
 
 REFERENCE = "end"
@@ -86,12 +92,14 @@ def convergence(tidy: pd.DataFrame, histories: list[Path] | None = None) -> pd.D
 def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str, Table]:
     """``sweep`` (mean, std, n over seeds per V, group, split, metric, measure), ``convergence``
     (:func:`convergence`; with the students' budget per V given their histories), the per-V
-    tables ``main``, ``prr``, ``ood`` (every measure), ``ood_main`` (TU, MI and -(1/L) ln P(y|x)
-    only) and, given the training histories, ``speed`` (:func:`pipeline.tables.speed_table`)."""
+    tables ``main``, ``prr``, ``confidence`` (members and ensemble), ``ood`` (every measure),
+    ``ood_main`` (TU, MI and -(1/L) ln P(y|x) only) and, given the training histories,
+    ``speed`` (:func:`pipeline.tables.speed_table`)."""
     keys = ["vocab", "group", "split", "metric", "measure"]
     sweep = mean_std(tidy, keys)
     tidy = tidy.sort_values(keys, kind="stable")  # columns appear in the order of the sweep
-    main_rows = tidy[(tidy["split"] == "test") & (tidy["metric"] != "prr")]
+    conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
+    main_rows = tidy[(tidy["split"] == "test") & ~tidy["metric"].isin(["prr", *CONFIDENCE])]
     prr_rows = tidy[tidy["metric"] == "prr"]
     ood_rows = tidy[tidy["metric"] == "ood_auroc"]
     key = ood_rows[ood_rows["measure"].isin(KEY_MEASURES)]
@@ -100,6 +108,9 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
         "convergence": Table(convergence(tidy, histories), index=False),
         "main": summary_table(main_rows, main_rows["metric"].map(LABELS), by="vocab"),
         "prr": summary_table(prr_rows, "PRR " + prr_rows["measure"], by="vocab"),
+        "confidence": summary_table(
+            conf, conf["metric"].map(CONFIDENCE) + conf["measure"].map(_level), by="vocab"
+        ),
         "ood": summary_table(
             ood_rows,
             ood_rows["split"].str.removeprefix("ood_") + " " + ood_rows["measure"],
