@@ -19,13 +19,13 @@ linear head to share); see ``docs/token_task.md``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from pipeline import __version__, methods
+from pipeline.curves import curve_point, ensemble_view
 from pipeline.imports import code_fingerprint
 from pipeline.io import (
     ArtifactError,
@@ -284,10 +284,8 @@ class OnlineTeacher:
     @torch.no_grad()
     def _val_cache(self, batch: int = 64) -> list[dict[str, torch.Tensor]]:
         """What the learning curve compares a student with, computed once per job: per batch of
-        val sequences the input ``x``, targets ``y [T]``, the ensemble's ``pbar [T, V]`` (float32),
-        its top-1 ``top [T]``, its log-prob of the target ``ens_logp_y [T]`` (float64, from the
-        members' log-softmax) and the members' agreement with its top-1 ``member_agree [T]``. At V =
-        10k and 500 val sentences ``pbar`` is ~0.5 GB; the members then never run again for the
+        val sequences :func:`pipeline.curves.ensemble_view`. At V = 10k and 500 val sentences
+        ``pbar`` is ~0.5 GB; the members then never run again for the
         curve (a point is one student pass, ~10x cheaper than re-running them)."""
         if self._cache is None:
             self._cache = []
@@ -296,20 +294,7 @@ class OnlineTeacher:
                 x = trim(self.val["inputs"][i : i + batch]).to(self.device)
                 y = self.val["targets"][i : i + batch, : x.shape[1]]
                 y = y[y >= 0].to(self.device)
-                z = member_logits(self.members, x)
-                pbar = sum(torch.softmax(zj, -1) for zj in z) / len(z)
-                top = pbar.argmax(-1)
-                lp_y = torch.stack([torch.log_softmax(zj, -1)[torch.arange(len(y)), y] for zj in z])
-                self._cache.append(
-                    {
-                        "x": x,
-                        "y": y,
-                        "pbar": pbar,
-                        "top": top,
-                        "ens_logp_y": torch.logsumexp(lp_y.double(), 0) - math.log(len(z)),
-                        "member_agree": sum((zj.argmax(-1) == top).double() for zj in z) / len(z),
-                    }
-                )
+                self._cache.append(ensemble_view(x, y, member_logits(self.members, x)))
         return self._cache
 
     @torch.no_grad()
@@ -320,21 +305,7 @@ class OnlineTeacher:
         evaluation reads it (for a Dirichlet student too: ``docs/method.md``, "Student"); plus
         the members' mean agreement with the ensemble, the convergence criterion's bar.
         Elementwise float32, sums float64 (:meth:`_val_cache`)."""
-        agree, gap, kl, members, count = 0, 0.0, 0.0, 0.0, 0
-        for b in self._val_cache():
-            logp = torch.log_softmax(model(b["x"]).float(), -1)
-            pbar, y = b["pbar"], b["y"][:, None]
-            agree += int((logp.argmax(-1) == b["top"]).sum())
-            gap += float((b["ens_logp_y"] - logp.gather(1, y)[:, 0].double()).sum())
-            kl += float((torch.xlogy(pbar, pbar) - pbar * logp).sum(dtype=torch.float64))
-            members += float(b["member_agree"].sum())
-            count += len(b["y"])
-        return {
-            "val_agreement": agree / count,
-            "val_nll_gap": gap / count,
-            "val_kl": kl / count,
-            "member_agreement": members / count,
-        }
+        return curve_point(model, self._val_cache())
 
     @torch.no_grad()
     def log_marginal(self, sentences: int = MARGINAL_SENTENCES) -> torch.Tensor:

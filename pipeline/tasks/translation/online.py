@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from pipeline import methods
+from pipeline.curves import curve_point, ensemble_view
 from pipeline.io import sha256_file
 from pipeline.maths.stats import TeacherStats, online_teacher_stats
 from pipeline.tasks.translation.batches import Pairs, token_eval
@@ -67,41 +66,14 @@ class OnlineTeacher:
                 rows = range(i, min(i + batch, len(self.val)))
                 x = self.val.packed(rows).to(self.device)
                 y = self.val.targets(rows).to(self.device)
-                z = self.member_logits(x)
-                pbar = sum(torch.softmax(zj, -1) for zj in z) / len(z)
-                top = pbar.argmax(-1)
-                lp_y = torch.stack([torch.log_softmax(zj, -1)[torch.arange(len(y)), y] for zj in z])
-                self._cache.append(
-                    {
-                        "x": x,
-                        "y": y,
-                        "pbar": pbar,
-                        "top": top,
-                        "ens_logp_y": torch.logsumexp(lp_y.double(), 0) - math.log(len(z)),
-                        "member_agree": sum((zj.argmax(-1) == top).double() for zj in z) / len(z),
-                    }
-                )
+                self._cache.append(ensemble_view(x, y, self.member_logits(x)))
         return self._cache
 
     @torch.no_grad()
     def curve(self, model) -> dict[str, float]:
         """One learning-curve point on the val pairs: top-1 agreement with the ensemble, the NLL
         gap to it, the mean KL(pi_bar || softmax z), and the members' mean agreement."""
-        agree, gap, kl, members, count = 0, 0.0, 0.0, 0.0, 0
-        for b in self._val_cache():
-            logp = torch.log_softmax(model(b["x"]).float(), -1)
-            pbar, y = b["pbar"], b["y"][:, None]
-            agree += int((logp.argmax(-1) == b["top"]).sum())
-            gap += float((b["ens_logp_y"] - logp.gather(1, y)[:, 0].double()).sum())
-            kl += float((torch.xlogy(pbar, pbar) - pbar * logp).sum(dtype=torch.float64))
-            members += float(b["member_agree"].sum())
-            count += len(b["y"])
-        return {
-            "val_agreement": agree / count,
-            "val_nll_gap": gap / count,
-            "val_kl": kl / count,
-            "member_agreement": members / count,
-        }
+        return curve_point(model, self._val_cache())
 
     @torch.no_grad()
     def log_marginal(self, pairs: int = MARGINAL_PAIRS) -> torch.Tensor:
