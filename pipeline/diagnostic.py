@@ -22,14 +22,25 @@ import pandas as pd
 import torch
 
 from pipeline import methods
+from pipeline.io import ArtifactError
 from pipeline.maths.gradients import head_mask
 from pipeline.maths.stats import online_teacher_stats
 
-__all__ = ["diagnose", "tables"]
+__all__ = ["check_student", "diagnose", "tables"]
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, list[torch.Tensor]]]]
 """``batches()`` yields ``(student logits [T, V], the members' logits [T, V] each)`` per batch
 of validation tokens (the student's logits need no gradient)."""
+
+
+def check_student(path, meta: dict, group: str, vocab: int) -> None:
+    """An :class:`ArtifactError` naming ``path`` where its student (metadata ``meta``) is not of
+    method group ``group`` or not at V = ``vocab``."""
+    held = meta.get("group", meta.get("method"))
+    if held != group:
+        raise ArtifactError(path, f"holds a {held} student, not {group}")
+    if int(meta["vocab_size"]) != vocab:
+        raise ArtifactError(path, f"is a V={meta['vocab_size']} student, not V={vocab}")
 
 
 @torch.no_grad()

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.diagnostic import diagnose, tables
-from pipeline.io import ArtifactError
+from pipeline.diagnostic import check_student, diagnose, tables
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.model import load_lm, load_members, member_logits, trim
 from pipeline.tasks.text.teacher import check_manifest
@@ -29,11 +28,7 @@ def run(data_dir, vocab: int, teacher_dir, member_files, students: dict[str, Pat
     results = {}
     for group, path in students.items():
         model, meta = load_lm(path)
-        if meta.get("group", meta.get("method")) != group:
-            held = meta.get("group", meta.get("method"))
-            raise ArtifactError(path, f"holds a {held} student, not {group}")
-        if int(meta["vocab_size"]) != vocab:
-            raise ArtifactError(path, f"is a V={meta['vocab_size']} student, not V={vocab}")
+        check_student(path, meta, group, vocab)
         model.eval()
 
         def batches(model=model):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.diagnostic import diagnose, tables
-from pipeline.io import ArtifactError
+from pipeline.diagnostic import check_student, diagnose, tables
 from pipeline.tasks.translation import data as TD
 from pipeline.tasks.translation.batches import Pairs
 from pipeline.tasks.translation.model import load_members, load_model
@@ -31,11 +30,7 @@ def run(data_dir, vocab: int, teacher_dir, member_files, students: dict[str, Pat
     results = {}
     for group, path in students.items():
         model, meta = load_model(path)
-        held = meta.get("group", meta.get("method"))
-        if held != group:
-            raise ArtifactError(path, f"holds a {held} student, not {group}")
-        if int(meta["vocab_size"]) != vocab:
-            raise ArtifactError(path, f"is a V={meta['vocab_size']} student, not V={vocab}")
+        check_student(path, meta, group, vocab)
 
         def batches(model=model):
             for i in range(0, len(val), BATCH):
