@@ -260,7 +260,7 @@ class _Run:
             logits = self.net(x)
         want_value = step % self.value_every == 0 or step == self.steps - 1
         with gradient_only(not want_value) as record:
-            loss = self.loss_fn(logits.float(), idx, epoch + step / self.steps)
+            loss = self.loss_fn(logits.float(), idx, epoch + step / self.steps, x)
         rows = logits.shape[0]
         # a placeholder is NaN iff the gradient is not finite
         all_rows, check, placeholder = D.global_step_stats(
@@ -346,7 +346,7 @@ class _Run:
 def fit(
     model: nn.Module,
     feed: Feed,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor],
     cfg: dict,
     *,
     seed: int,
@@ -360,9 +360,11 @@ def fit(
 ) -> list[dict]:
     """Train ``model`` on ``feed`` for ``cfg["epochs"]`` epochs, resumably.
 
-    ``loss_fn(logits, idx [b], progress)`` gives the batch loss (``idx`` indexes the training
+    ``loss_fn(logits, idx [b], progress, x)`` gives the batch loss (``idx`` indexes the training
     set, so targets can be looked up; ``progress`` = epoch + step / steps, the epochs done
-    before this step, a float, so schedules such as EnD2's temperature move every step);
+    before this step, a float, so schedules such as EnD2's temperature move every step; ``x``
+    is the model's input of this step on the device, exactly what the model saw: augmented
+    images, packed pairs, so an online teacher runs on the same view);
     ``eval_fn(model, epoch)`` returns validation metrics.
     Returns the per-epoch history (also kept in the checkpoint).
 

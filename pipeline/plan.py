@@ -110,7 +110,12 @@ class Plan:
         group re-tempers them (EnD2 with a temperature schedule or smoothing)."""
         t = dict(self.config.get("teacher", {}))
         t.pop("threads", None)  # a job setting (the rule's threads), not the artifact's
-        if self.spec.cached_teacher:
+        t.pop("allow_view_mismatch", None)  # a check's switch: the artifact is the same
+        t.pop("mode", None)  # set below where it changes the artifact
+        if self.spec.teacher_mode(self.config) == "online" and self.spec.cached_teacher:
+            t["mode"] = "online"  # the students run the members: no train split is cached
+            t.pop("store_train_members", None)
+        elif self.spec.cached_teacher:
             needed = any(
                 methods.needs_members(*methods.variant(g, o))
                 for g, o in self.config["students"]["methods"].items()
@@ -128,6 +133,8 @@ class Plan:
         )
         if group != cfg["method"]:
             cfg["group"] = group
+        if self.spec.teacher_mode(self.config) == "online" and self.spec.cached_teacher:
+            cfg["teacher_mode"] = "online"  # the members run on the student's own batch
         return cfg
 
     def lr_trial_config(self, group: str, lr) -> dict:

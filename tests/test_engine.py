@@ -86,7 +86,7 @@ def test_divergence_stops_loudly_and_keeps_the_last_good_checkpoint(tmp_path, wh
     feed = T.Feed(12, lambda batches, g, seed: ((i, x[i]) for i in batches))
     calls = {"n": 0}
 
-    def loss_fn(z, idx, progress):
+    def loss_fn(z, idx, progress, x):
         calls["n"] += 1
         bad = int(progress) == 1 and calls["n"] == 5  # the second step of the second epoch
         if where == "loss":
@@ -117,7 +117,7 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
     feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
     seen = []
 
-    def loss_fn(z, idx, progress):
+    def loss_fn(z, idx, progress, x):
         loss = proxy_rkl_loss(z, stats.index(idx), 1.0, 1.0)
         seen.append((active(), float(loss.detach()), len(idx)))
         return loss
@@ -137,7 +137,7 @@ def test_distillation_loss_values_on_a_cadence_and_divergence_on_every_step(tmp_
     bad = replace(stats, mean_probs=torch.full_like(stats.mean_probs, float("nan")))
     calls = []
 
-    def bad_loss(z, idx, epoch):  # the second step (gradient only) goes wrong
+    def bad_loss(z, idx, epoch, x):  # the second step (gradient only) goes wrong
         calls.append(active())
         return proxy_rkl_loss(z, (bad if len(calls) == 2 else stats).index(idx), 1.0, 1.0)
 
@@ -159,12 +159,12 @@ def test_learning_curve_points_resume_and_leave_training_unchanged(tmp_path, mon
     x, y = torch.randn(n, 3), torch.randint(0, k, (n,))
     feed = T.Feed(n, lambda batches, g, seed: ((i, x[i]) for i in batches))
 
-    def loss_fn(z, idx, progress):
+    def loss_fn(z, idx, progress, x):
         return torch.nn.functional.cross_entropy(z, y[idx])
 
     def curve_fn(model):
         assert not model.training and not torch.is_grad_enabled()
-        return {"val_loss": float(loss_fn(model(x), torch.arange(n), 0))}
+        return {"val_loss": float(loss_fn(model(x), torch.arange(n), 0, x))}
 
     def run(ckpt, curve_every, stop=None):
         torch.manual_seed(1)
@@ -223,7 +223,7 @@ def test_a_run_stopped_inside_an_epoch_resumes_there_to_the_uninterrupted_result
         torch.manual_seed(1)
         model = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(3, k))
 
-        def loss_fn(z, idx, progress):
+        def loss_fn(z, idx, progress, x):
             if stop_at is not None and len(trained) == stop_at:
                 raise _Stop
             trained.append(progress)

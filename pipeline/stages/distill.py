@@ -50,7 +50,7 @@ def distill(
     opts = methods.resolve_options(method, options)  # an unknown method or option stops here
     tasks.spec(task).check_students("students", cfg, opts["init_bias"])
     impl, device, ts = start(task, data_dir, cfg, num_classes)
-    teacher = impl.student_teacher(teacher_dir, member_files, ts, method, options, device)
+    teacher = impl.student_teacher(teacher_dir, member_files, ts, method, options, device, cfg)
     model = seeded_model(impl, cfg, ts, seed)
     log(
         f"student method={method} options={options} seed={seed} {ts.about} "
@@ -61,8 +61,8 @@ def distill(
         log(f"output bias set to the ensemble's log class-marginal (max {bias.max():.3f})")
     curve_fn = teacher.curve if cfg.get("curve_every") else None
 
-    def loss_fn(logits, idx, progress):
-        return methods.loss(method, options, logits, teacher.stats(idx, progress))
+    def loss_fn(logits, idx, progress, x):
+        return methods.loss(method, options, logits, teacher.stats(idx, progress, x))
 
     def eval_fn(model, epoch):
         return teacher.validate(model, epoch)

@@ -38,7 +38,7 @@ def train_member(
     log(f"member seed={seed} {ts.about} params={count_parameters(model)} device={device}")
     smoothing = float(setting(cfg, "label_smoothing"))
 
-    def loss_fn(logits, idx, epoch):
+    def loss_fn(logits, idx, epoch, x):
         return F.cross_entropy(logits, ts.targets(idx), label_smoothing=smoothing)
 
     def eval_fn(model, epoch):

@@ -69,9 +69,13 @@ class TeacherSource(Protocol):
 
     member_sha256: str
 
-    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+    def stats(
+        self, idx: torch.Tensor, progress: float, x: torch.Tensor | None = None
+    ) -> TeacherStats:
         """The teacher statistics (rows in the order of the student's logit rows) of training
-        examples ``idx [b]`` at ``progress`` (epochs done, a float: EnD2's temperature clock)."""
+        examples ``idx [b]`` at ``progress`` (epochs done, a float: EnD2's temperature clock);
+        ``x``: the student's input of this step, exactly as the student saw it (an online
+        teacher runs the members on it; a cached one reads its rows ``idx``)."""
 
     def validate(self, model: torch.nn.Module, epoch: int) -> dict[str, float]:
         """Validation metrics of the student after ``epoch`` (``val_*`` keys)."""
@@ -132,8 +136,10 @@ class Task(Protocol):
         method: str,
         options: dict,
         device: torch.device,
+        cfg: dict,
     ) -> TeacherSource:
-        """What a student of ``method`` (with ``options``) learns from."""
+        """What a student of ``method`` (with ``options``) learns from; ``cfg``: the student's
+        config slice (its ``teacher`` mode, ``amp``)."""
 
     def evaluate_system(
         self,
@@ -201,6 +207,10 @@ def _no_checks(config: dict) -> None:
     """A task without config checks of its own."""
 
 
+def _one_teacher(config: dict) -> None:
+    """A task whose students' teacher runs one way (no ``teacher.mode``)."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """The facts about a task that the workflow and the stages need without importing it.
@@ -239,6 +249,9 @@ class TaskSpec:
             the student option ``init_bias: log_marginal``).
         gradient_diagnostic: the task runs the real-data gradient diagnostic
             (:class:`Diagnostic`; rule ``token_gradients``).
+        teacher_mode: config -> how the students' teacher runs where the task offers a choice
+            (the image task: ``online`` or ``cache``, handed to ``student_teacher`` as the
+            students' ``teacher_mode``); ``None`` where it has one way.
     """
 
     name: str
@@ -260,6 +273,7 @@ class TaskSpec:
     curves: bool = False
     log_marginal: bool = False
     gradient_diagnostic: bool = False
+    teacher_mode: Callable[[dict], str | None] = _one_teacher
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.figures]

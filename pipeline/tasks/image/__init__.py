@@ -114,13 +114,23 @@ def build_teacher(data_dir, member_files, seeds, out, cfg, num_classes, log=prin
     return manifest, sum(e["n"] for e in manifest["splits"].values()) * len(member_files)
 
 
-def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device):
-    """A :class:`.cache.CachedTeacher` over the run's cache (checked against data and members)."""
+def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device, cfg):
+    """What a student learns from (``cfg["teacher_mode"]``, :func:`.spec.teacher_mode`): the
+    members run on the student's own batch (:class:`.online.OnlineTeacher`, ``online``), or the
+    statistics cached from the un-augmented images (:class:`.cache.CachedTeacher`, the default).
+    Either is checked against the run's cache, data and members."""
+    args = (teacher_dir, ts.data_dir, member_files, ts.val, method, options, device)
+    mode = cfg.get("teacher_mode", "cache")
+    if mode == "online":
+        from pipeline.optim import amp_enabled
+        from pipeline.tasks.image.online import OnlineTeacher
+
+        return OnlineTeacher(*args, ts.val["workers"], amp=amp_enabled(device, cfg))
+    if mode != "cache":
+        raise ValueError(f"teacher_mode must be 'online' or 'cache', got {mode!r}")
     from pipeline.tasks.image.cache import CachedTeacher
 
-    return CachedTeacher(
-        teacher_dir, ts.data_dir, member_files, ts.val, method, options, device, ts.val["workers"]
-    )
+    return CachedTeacher(*args, ts.val["workers"])
 
 
 def evaluate_system(group, seed, data_dir, teacher_dir, model, meta, cfg, num_classes, device):

@@ -97,7 +97,8 @@ def build_cache(
     cfg: dict,
     log=print,
 ) -> dict:
-    """Run the members over every prepared split and write the cache + manifest."""
+    """Run the members over every prepared split (without ``train`` when ``cfg["mode"]`` is
+    ``online``: the students run the members themselves) and write the cache + manifest."""
     if len(member_files) != len(seeds):
         raise ValueError(f"{len(member_files)} member files but {len(seeds)} seeds")
     dtype = DTYPES.get(cfg.get("dtype", "float16"))
@@ -121,9 +122,14 @@ def build_cache(
     main = distributed.world().main  # in a data-parallel job all ranks predict, rank 0 writes
     shard_size = int(cfg.get("shard_size", 1 << 62))
     workers = int(cfg.get("workers", 0))
-    total = sum(int(e["n"]) for e in data_manifest["splits"].values()) * len(models)
+    online = cfg.get("mode", "cache") == "online"  # the students run the members on train
+    total = sum(
+        int(e["n"]) for k, e in data_manifest["splits"].items() if not (online and k == "train")
+    ) * len(models)
     progress = Progress(total, f"{JOB.name} (images x members)", unit="img", log=log)
     for split in data_manifest["splits"]:
+        if online and split == "train":
+            continue
         d = D.load_split(data_dir, split)
         n = len(d["labels"])
         keep_members = split != "train" or bool(cfg.get("store_train_members", False))
@@ -308,13 +314,7 @@ class CachedTeacher:
         self.method, self.options, self.device, self.workers = method, options, device, workers
         self.num_members = int(self.manifest["num_members"])
         self.retemper = methods.needs_members(method, options)
-        train = load_split(cache_dir, "train")
-        if self.retemper and "member_log_probs" not in train:
-            raise ValueError(
-                "end2 with temperature annealing or smoothing needs the train member log-probs in "
-                "the teacher cache: set teacher.store_train_members: true"
-            )
-        self.train = {k: v.to(device) for k, v in train.items()}
+        self._train_source(cache_dir, member_files)
         self.val = {
             k: v for k, v in load_split(cache_dir, "val").items() if k != "member_log_probs"
         }
@@ -325,9 +325,20 @@ class CachedTeacher:
             k: v for k, v in options.items() if k not in ("temperature", "smoothing")
         }
 
-    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+    def _train_source(self, cache_dir, member_files) -> None:
+        """Load what :meth:`stats` reads: the train split of the cache."""
+        train = load_split(cache_dir, "train")
+        if self.retemper and "member_log_probs" not in train:
+            raise ValueError(
+                "end2 with temperature annealing or smoothing needs the train member log-probs in "
+                "the teacher cache: set teacher.store_train_members: true"
+            )
+        self.train = {k: v.to(self.device) for k, v in train.items()}
+
+    def stats(self, idx: torch.Tensor, progress: float, x=None) -> TeacherStats:
         """The teacher statistics of train rows ``idx`` at ``progress`` (epochs done, the
-        EnD2 temperature schedule's clock)."""
+        EnD2 temperature schedule's clock), read from the cache: the members' outputs on the
+        un-augmented images, whatever view ``x`` of them the student saw."""
         idx = idx.to(self.device)
         if self.retemper:
             temperature, smoothing = methods.member_transform(self.method, self.options, progress)

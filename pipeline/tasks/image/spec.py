@@ -22,11 +22,39 @@ def splits(config: dict) -> list[str]:
     )
 
 
+def teacher_mode(config: dict) -> str:
+    """How the students' teacher runs: ``teacher.mode`` where set, else ``online`` when the
+    students augment (the members must see the student's view) and ``cache`` when they do not
+    (faster, and exact there)."""
+    mode = (config.get("teacher") or {}).get("mode")
+    if mode is not None:
+        return mode
+    return "online" if (config.get("students") or {}).get("augment") else "cache"
+
+
+def teacher_splits(config: dict) -> list[str]:
+    """The splits the teacher cache holds: every prepared split, without ``train`` when the
+    teacher runs online (no student reads its cached statistics then)."""
+    return [s for s in splits(config) if s != "train" or teacher_mode(config) == "cache"]
+
+
 def check(config: dict) -> None:
-    """Corruptions need at least one severity."""
+    """Corruptions need at least one severity; augmenting students need an online teacher
+    unless the view mismatch of a cached one is accepted explicitly."""
     ood = config.get("ood") or {}
     if ood.get("corruptions") and not ood.get("severities", [1]):
         raise ConfigError("ood.severities", [], "at least one severity in 1..5 with corruptions")
+    teacher = config.get("teacher") or {}
+    augment = bool((config.get("students") or {}).get("augment"))
+    if augment and teacher_mode(config) == "cache" and not teacher.get("allow_view_mismatch"):
+        raise ConfigError(
+            "teacher.mode",
+            "cache",
+            "online: students.augment is true, so a cached teacher (the members' outputs on the "
+            "un-augmented images) would answer for another view than the student's crop or "
+            "flip; set teacher.mode: online, students.augment: false, or accept the mismatch "
+            "with teacher.allow_view_mismatch: true (docs/image_task.md)",
+        )
 
 
 SPEC = TaskSpec(
@@ -35,7 +63,7 @@ SPEC = TaskSpec(
     sweeps_classes=False,
     raw_inputs=lambda config: [],
     data_splits=splits,
-    teacher_splits=splits,
+    teacher_splits=teacher_splits,
     arrays="per_example.safetensors",
     tables={
         name: ("csv", "md", "tex")
@@ -78,6 +106,7 @@ SPEC = TaskSpec(
         doc="results.md",
     ),
     check=check,
+    teacher_mode=teacher_mode,
     shared_prediction=True,
     cached_teacher=True,
 )

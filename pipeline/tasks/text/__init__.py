@@ -121,7 +121,7 @@ def build_teacher(data_dir, member_files, seeds, out, cfg, num_classes, log=prin
     return info, sum(info["tokens"].values()) * len(member_files)
 
 
-def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device):
+def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device, cfg):
     """A :class:`.teacher.OnlineTeacher`: the members' logits rebuilt from the teacher cache's
     train features (checked against the members and the train sequences)."""
     from pipeline.tasks.text.teacher import OnlineTeacher

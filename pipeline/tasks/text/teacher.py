@@ -270,9 +270,10 @@ class OnlineTeacher:
         self.need_floored = methods.get(method).needs_floored
         self._cache = None  # the learning curve's view of the ensemble (_val_cache)
 
-    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
+    def stats(self, idx: torch.Tensor, progress: float, x=None) -> TeacherStats:
         """The teacher statistics of the target tokens of train sequences ``idx`` at
-        ``progress`` (epochs done: the EnD2 temperature schedule's clock)."""
+        ``progress`` (epochs done: the EnD2 temperature schedule's clock; the members' features
+        of ``idx`` are cached, so the student's input ``x`` is not needed)."""
         temperature, smoothing = methods.member_transform(self.method, self.options, progress)
         return online_teacher_stats(
             self.features.logits(idx),

@@ -124,7 +124,7 @@ def build_teacher(data_dir, member_files, seeds, out, cfg, num_classes, log=prin
     return info, sum(info["sentences"].values()) * len(info["systems"])
 
 
-def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device):
+def student_teacher(teacher_dir, member_files, ts: TrainingSet, method, options, device, cfg):
     """A :class:`.teacher.OnlineTeacher`: the members run on every student batch (the teacher
     artifact ``teacher_dir`` is not read: the spec's ``students_read_teacher`` is false)."""
     from pipeline.tasks.translation.online import OnlineTeacher

@@ -44,10 +44,12 @@ class OnlineTeacher:
         """The members' float32 logits ``[R, V]`` on the packed batch ``x``."""
         return [m(x).float() for m in self.members]
 
-    def stats(self, idx: torch.Tensor, progress: float) -> TeacherStats:
-        """Teacher statistics of the target tokens of train pairs ``idx`` (logit-row order)."""
+    def stats(self, idx: torch.Tensor, progress: float, x=None) -> TeacherStats:
+        """Teacher statistics of the target tokens of train pairs ``idx`` (logit-row order):
+        the members run on the student's packed batch ``x`` (packed again from ``idx`` when
+        not given)."""
         temperature, smoothing = methods.member_transform(self.method, self.options, progress)
-        x = self.train.packed(idx).to(self.device)
+        x = (self.train.packed(idx) if x is None else x).to(self.device)
         return online_teacher_stats(
             self.member_logits(x),
             temperature=temperature,

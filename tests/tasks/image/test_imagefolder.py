@@ -1,7 +1,9 @@
 """The paper-scale (ImageNet) path on a tiny generated ImageFolder tree: file-backed data,
 class masks, the same Snakemake rules with a test override, and a dry-run of the full config."""
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from pipeline.tables import read_tidy
 from pipeline.tasks.image import batches as B
@@ -95,7 +98,11 @@ def test_prepare_file_lists_masks_and_transforms(tree, tmp_path):
         IF.scan(tree["train"], CLASSES[:2])
 
 
-def test_same_rules_run_on_the_tiny_tree(tree, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tree, tmp_path_factory):
+    """The full rules on the tiny tree with config/imagenet.yaml's settings (augmenting
+    students, so an online teacher); returns the config and its results folder."""
+    tmp_path = tmp_path_factory.mktemp("tiny_run")
     cfg = imagenet_cfg(tree, tmp_path / "results")
     cfgfile = tmp_path / "imagenet-tiny.yaml"
     cfgfile.write_text(yaml.safe_dump(cfg))
@@ -107,11 +114,19 @@ def test_same_rules_run_on_the_tiny_tree(tree, tmp_path):
         timeout=900,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    res = tmp_path / "results"
+    return cfg, tmp_path / "results"
+
+
+def test_same_rules_run_on_the_tiny_tree(tiny_run):
+    cfg, res = tiny_run
     manifest = T.validate(res / "teacher", res / "data")
-    assert len(manifest["splits"]["train"]["files"]) == 3  # 18 images in shards of 7
-    t = T.load_split(res / "teacher", "train")
-    assert t["mean_probs"].shape == (18, 3)
+    # the students augment, so the teacher runs online: no train split is cached
+    assert manifest["config"]["mode"] == "online" and "train" not in manifest["splits"]
+    test = manifest["splits"]["test"]
+    assert len(test["files"]) == -(-test["n"] // 7)  # shards of 7 images
+    assert manifest["splits"]["val"]["n"] == 6
+    student = json.loads((res / "students/pd_end2/seed0/model.json").read_text())
+    assert student["config"]["teacher_mode"] == "online"
     tidy = read_tidy(res / "tables" / "metrics_tidy.csv")
     defined = tidy[tidy["metric"] != "prr"]  # PRR is undefined (NaN) for an error-free system
     assert np.isfinite(defined["value"]).all()
@@ -120,6 +135,31 @@ def test_same_rules_run_on_the_tiny_tree(tree, tmp_path):
     o = tidy[(tidy["split"] == "ood_imagenet_o") & (tidy["metric"] == "ood_auroc")]
     assert len(o) == 6 * len(set(tidy["system"]))
     assert "imagenet_a Acc" in pd.read_csv(res / "tables" / "shift_sets.csv", index_col=0)
+
+
+def test_online_teacher_runs_data_parallel_on_the_tiny_tree(tiny_run, tmp_path):
+    """The online-teacher student on file-backed, augmented images as 2 CPU ranks (each runs
+    the members on its share of the global batch) trains the 1-rank student's weights."""
+    cfg, res = tiny_run
+    members = sorted(res.glob("members/seed*/model.safetensors"))
+    student = {**cfg["students"], "device": "cpu", "teacher_mode": "online", "method": "pd_end2",
+               "options": cfg["students"]["methods"]["pd_end2"], "epochs": 2}  # fmt: skip
+    student.pop("methods"), student.pop("seeds")
+    outs = []
+    for ranks in (1, 2):
+        out = tmp_path / f"r{ranks}/model.safetensors"
+        cmd = [sys.executable, "-m", "pipeline.launch", "--processes", str(ranks), "--",
+               "pipeline.stages.distill", "--task", "image", "--data", str(res / "data"),
+               "--teacher", str(res / "teacher"), "--members", *map(str, members), "--seed", "0",
+               "--config-json", json.dumps(student), "--out", str(out), "--ckpt",
+               str(tmp_path / f"r{ranks}.pt"), "--device", "cpu", "--threads", "1"]  # fmt: skip
+        run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        outs.append(out)
+    one, two = (load_file(str(o)) for o in outs)
+    for k in one:
+        scale = one[k].double().abs().max().clamp(min=1e-12)
+        assert float((one[k].double() - two[k].double()).abs().max() / scale) < 1e-4, k
 
 
 def test_full_imagenet_config_dry_runs():
