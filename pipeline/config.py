@@ -103,6 +103,13 @@ def check_training(prefix: str, cfg: dict) -> None:
             cfg.get("momentum"),
             "Nesterov SGD needs momentum > 0 (or set nesterov: false)",
         )
+    for pattern in setting(cfg, "no_weight_decay"):
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(
+                f"{prefix}.no_weight_decay", pattern, f"a regular expression ({err})"
+            ) from None
     epochs = int(cfg["epochs"])
     for m in setting(cfg, "milestones"):
         if not 1 <= int(m) < epochs:

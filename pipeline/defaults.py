@@ -15,6 +15,7 @@ TRAINING_DEFAULTS = MappingProxyType(
     {
         "optimizer": "adamw",
         "weight_decay": 0.0,
+        "no_weight_decay": (),  # regexes of parameter names exempt from weight decay
         "betas": (0.9, 0.999),
         "momentum": 0.9,  # sgd
         "nesterov": True,  # sgd

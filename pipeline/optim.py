@@ -4,27 +4,56 @@ training config slice (defaults: :data:`pipeline.defaults.TRAINING_DEFAULTS`).""
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
 from pipeline.defaults import setting
 
-__all__ = ["amp_enabled", "make_optimizer", "make_scheduler"]
+__all__ = ["amp_enabled", "make_optimizer", "make_scheduler", "parameter_groups"]
+
+
+def parameter_groups(model: nn.Module, cfg: dict):
+    """``model``'s parameters as the optimiser takes them: all of them (one group), or, with
+    ``no_weight_decay`` (regular expressions searched in the parameter names), two groups, the
+    second, the parameters a pattern finds, without weight decay (the official ImageNet recipe
+    exempts the residual blocks' batch-norm scales and shifts). A pattern that finds no
+    parameter is an error naming it (a typo would otherwise decay everything silently)."""
+    patterns = list(setting(cfg, "no_weight_decay"))
+    if not patterns:
+        return model.parameters()
+    found = {p: 0 for p in patterns}
+    decay, exempt = [], []
+    for name, param in model.named_parameters():
+        hits = [p for p in patterns if re.search(p, name)]
+        for p in hits:
+            found[p] += 1
+        (exempt if hits else decay).append(param)
+    missing = [p for p, n in found.items() if n == 0]
+    if missing:
+        some = ", ".join(n for n, _ in list(model.named_parameters())[:4])
+        raise ValueError(
+            f"no_weight_decay pattern(s) {missing} find no parameter of the model (its "
+            f"parameter names look like: {some}, ...)"
+        )
+    return [{"params": decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """AdamW, Adam or (Nesterov) SGD over every parameter of ``model``."""
+    """AdamW, Adam or (Nesterov) SGD over the parameters of ``model``
+    (:func:`parameter_groups`)."""
     name = setting(cfg, "optimizer")
     lr, wd = float(cfg["lr"]), float(setting(cfg, "weight_decay"))
     betas = tuple(setting(cfg, "betas"))
+    params = parameter_groups(model, cfg)
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas)
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd, betas=betas)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            params,
             lr=lr,
             weight_decay=wd,
             momentum=float(setting(cfg, "momentum")),

@@ -26,6 +26,33 @@ def test_optimizers_are_built_as_configured():
         optim.make_optimizer(m, {"optimizer": "lion", "lr": 0.1})
 
 
+def test_parameters_exempt_from_weight_decay_by_name():
+    """The official ImageNet recipe's exemption: the residual blocks' batch-norm parameters."""
+    from pipeline.tasks.image.models import build_model
+
+    net = build_model({"name": "resnet50", "stem": "imagenet", "normalize": "imagenet"}, 10, 3)
+    cfg = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4,
+           "no_weight_decay": [r"layer\d\.\d+\.bn\d\.(weight|bias)"]}  # fmt: skip
+    sgd = optim.make_optimizer(net, cfg)
+    decay, exempt = sgd.param_groups
+    assert decay["weight_decay"] == 1e-4 and exempt["weight_decay"] == 0.0
+    assert len(exempt["params"]) == 16 * 3 * 2  # 16 bottleneck blocks x 3 norms x 2
+    assert len(decay["params"]) + len(exempt["params"]) == len(list(net.parameters()))
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert {names[id(p)] for p in decay["params"]} >= {"1.bn1.weight", "1.fc.bias"}
+    assert "1.layer1.0.downsample.1.weight" in {names[id(p)] for p in decay["params"]}
+    # one step: an exempt parameter is not decayed, a decayed one is
+    with torch.no_grad():
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+    before = [p.detach().clone() for p in (exempt["params"][0], decay["params"][0])]
+    sgd.step()
+    assert torch.equal(exempt["params"][0], before[0])
+    assert not torch.equal(decay["params"][0], before[1])
+    with pytest.raises(ValueError, match="find no parameter"):
+        optim.make_optimizer(net, {**cfg, "no_weight_decay": ["bn_typo"]})
+
+
 def test_schedules():
     m = torch.nn.Linear(2, 2)
 

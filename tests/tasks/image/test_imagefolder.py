@@ -57,7 +57,7 @@ def imagenet_cfg(tree, results) -> dict:
         "amp": False,
     }
     for part in ("ensemble", "students"):  # adamw here: the SGD-only keys would be refused
-        for key in ("momentum", "nesterov"):
+        for key in ("momentum", "nesterov", "no_weight_decay"):  # (the last: ResNet names)
             cfg[part].pop(key, None)
     cfg["ensemble"].update(seeds=[0, 1], **small)
     cfg["students"].update(seeds=[0], **small)
@@ -164,7 +164,7 @@ def test_online_teacher_runs_data_parallel_on_the_tiny_tree(tiny_run, tmp_path):
 
 def test_full_imagenet_config_dry_runs():
     r = subprocess.run(
-        ["snakemake", "-n", "--configfile", "config/imagenet.yaml"],
+        ["snakemake", "-n", "-p", "--configfile", "config/imagenet.yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -173,7 +173,11 @@ def test_full_imagenet_config_dry_runs():
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = dict(re_counts(out))
-    assert counts["train_member"] == 10 and counts["distill"] == 2 and counts["evaluate"] == 13
+    assert counts["train_member"] == 10 and counts["distill"] == 5 and counts["evaluate"] == 16
+    groups = {"end", "end2", "end2_orig", "pd_end2", "pd_fkl"}  # EnD2 both ways, PD both KLs
+    assert all(f"students/{g}/seed0/model.safetensors" in out for g in groups)
+    assert "teacher/train.safetensors" not in out  # the online teacher: no train split cached
+    assert "pipeline.launch --processes 8" in out  # 8-GPU data-parallel jobs
     assert "shift_imagenet_a.safetensors" in out and "ood_imagenet_o.safetensors" in out
 
 
