@@ -245,3 +245,16 @@ def test_reduced_precision_gradients_keep_nan_and_saturate_overflow():
     big = torch.finfo(torch.float32).max
     assert out.dtype == torch.float32 and bool(out[0, 2].isnan())
     assert out[0, :2].tolist() == [0.0, 0.0] and out[1].tolist() == [big, -big, 3.0]
+
+
+@pytest.mark.parametrize("precision", [1e2, 1e4, 1e7])
+def test_forward_kl_gradient_grows_with_the_precision_reverse_kl_does_not(precision):
+    """Why PD-FKL fails (docs/image_task.md): for a student mean off by 1e-3 at the target's
+    precision, the forward KL's largest logit gradient is ~ precision x 1e-3 (0.1, 10, 1e4 at
+    1e2, 1e4, 1e7), the normalised reverse KL's ~1e-3 at any precision."""
+    from pipeline.maths.gradients import mismatch_gradient
+
+    fkl = mismatch_gradient("pd_fkl", precision)
+    rkl = mismatch_gradient("pd_end2", precision)
+    assert fkl == pytest.approx(precision * 1e-3, rel=0.05)
+    assert 0.9e-3 < rkl < 2.5e-3
