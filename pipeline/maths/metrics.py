@@ -13,6 +13,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 __all__ = [
     "accuracy",
     "brier",
+    "calibration_error",
+    "confidence_bins",
     "ece",
     "nll",
     "ood_aupr",
@@ -80,10 +82,18 @@ def reliability_bins(probs, y, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Equal-width confidence bins ``(lo, hi]`` over [0, 1]: per-bin count, mean confidence and
     accuracy (NaN for empty bins). The first bin also holds confidence 0."""
     p, t = _probs_labels(probs, y)
+    return confidence_bins(p.max(1), p.argmax(1) == t, bins)
+
+
+def confidence_bins(confidence, correct, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """:func:`reliability_bins` from each example's ``confidence [N]`` (the top probability)
+    and whether its prediction is ``correct [N]`` (bool)."""
+    conf = _arr(confidence, "confidence", 1).astype(np.float64)
+    correct = _arr(correct, "correct", 1).astype(np.float64)
+    if conf.shape != correct.shape:
+        raise ValueError(f"confidence has {conf.shape[0]} entries but correct {correct.shape[0]}")
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    conf = p.max(1)
-    correct = (p.argmax(1) == t).astype(np.float64)
     idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     count = np.bincount(idx, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -99,7 +109,13 @@ def reliability_bins(probs, y, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
 
 def ece(probs, y, bins: int = ECE_BINS) -> float:
     """Expected calibration error ``sum_b (n_b / N) |conf_b - acc_b|`` over equal-width bins."""
-    r = reliability_bins(probs, y, bins)
+    p, t = _probs_labels(probs, y)
+    return calibration_error(p.max(1), p.argmax(1) == t, bins)
+
+
+def calibration_error(confidence, correct, bins: int = ECE_BINS) -> float:
+    """:func:`ece` from each example's ``confidence [N]`` and ``correct [N]``."""
+    r = confidence_bins(confidence, correct, bins)
     filled = r["count"] > 0
     gap = np.abs(r["confidence"][filled] - r["accuracy"][filled])
     return float(np.sum(r["count"][filled] * gap) / r["count"].sum())

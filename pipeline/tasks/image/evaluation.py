@@ -112,6 +112,40 @@ def predictions(
     return out
 
 
+TINY = float(np.finfo(np.float64).tiny)
+STORED = torch.float32
+"""The precision of the per-example scores and probabilities ``per_example.safetensors``
+keeps; every metric is computed from the values at this precision, so that the stored arrays
+reproduce it exactly (a score constant at this precision is a tie: ROC-AUC 0.5, PRR 0)."""
+
+
+def stored_arrays(preds: dict[str, dict], labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The per-example arrays of every split ``s`` of ``preds`` (and of the masked test
+    references ``test@<ood split>``, scores only):
+
+    * ``s.pred`` (top class of the float64 point prediction), ``s.label``;
+    * ``s.log_p_label``: ln of the label's probability, floored at the smallest float64;
+    * every uncertainty score ``s.<measure>`` (``neg_confidence``: minus the top probability);
+    * ``s.member_pred`` ``[N, M]`` for the ensemble; ``test.probs`` ``[N, K]``.
+
+    Scores, probabilities and log-likelihoods are kept in :data:`STORED` precision."""
+    arrays: dict[str, torch.Tensor] = {}
+    for split, pr in preds.items():
+        probs = pr["probs"]
+        if split in labels:  # not the masked test references (OOD scores only)
+            y = torch.from_numpy(np.asarray(labels[split], dtype=np.int64))
+            arrays[f"{split}.pred"] = probs.argmax(1)
+            arrays[f"{split}.label"] = y
+            p_label = probs.gather(1, y[:, None])[:, 0].double().clamp_min(TINY)
+            arrays[f"{split}.log_p_label"] = torch.log(p_label).to(STORED)
+        for name, v in pr["scores"].items():
+            arrays[f"{split}.{name}"] = v.to(STORED)
+        if "member_pred" in pr:
+            arrays[f"{split}.member_pred"] = pr["member_pred"]
+    arrays["test.probs"] = preds["test"]["probs"].to(STORED)
+    return arrays
+
+
 def evaluate_system(
     group: str,
     seed: int | None,
@@ -145,7 +179,6 @@ def evaluate_system(
             }
         )
 
-    arrays: dict[str, torch.Tensor] = {}
     labels = {}
     shift_split = None
     for s in splits:
@@ -156,38 +189,47 @@ def evaluate_system(
         if masks[s] is not None:  # labels index the masked (renormalised) classes
             y = np.searchsorted(np.asarray(masks[s]), y)
         labels[s] = y
-    for split in splits:
-        probs = preds[split]["probs"].numpy()
-        pred = probs.argmax(1)
-        arrays[f"{split}.pred"] = torch.from_numpy(pred)
-        arrays[f"{split}.label"] = torch.from_numpy(labels[split])
-        for name, v in preds[split]["scores"].items():
-            arrays[f"{split}.{name}"] = v.float()
+    arrays = stored_arrays(preds, labels)
+    # every metric below reads ``arrays``, exactly what per_example.safetensors keeps
+    a = {k: v.numpy() for k, v in arrays.items()}
+
+    def correct(split):
+        return a[f"{split}.pred"] == a[f"{split}.label"]
+
+    def quality(split, rows_of=slice(None)) -> dict[str, float]:
+        """Accuracy, NLL and ECE of a split (its rows ``rows_of``)."""
+        ok = correct(split)[rows_of]
+        confidence = -a[f"{split}.neg_confidence"][rows_of].astype(np.float64)
+        return {
+            "accuracy": ok.mean(),
+            "nll": -a[f"{split}.log_p_label"][rows_of].astype(np.float64).mean(),
+            "ece": Mx.calibration_error(confidence, ok, ece_bins),
+        }
+
+    def score(split, name):
+        return a[f"{split}.{name}"].astype(np.float64)
+
     # in-distribution test set
-    p, y = preds["test"]["probs"].numpy(), labels["test"]
-    arrays["test.probs"] = torch.from_numpy(p).float()
-    add("test", "accuracy", Mx.accuracy(p, y))
-    add("test", "nll", Mx.nll(p, y))
-    add("test", "brier", Mx.brier(p, y))
-    add("test", "ece", Mx.ece(p, y, ece_bins))
-    errors = p.argmax(1) != y
+    q = quality("test")
+    q["brier"] = Mx.brier(a["test.probs"].astype(np.float64), a["test.label"])
+    for metric in ("accuracy", "nll", "brier", "ece"):
+        add("test", metric, q[metric])
+    errors = ~correct("test")
     for name in SCORES:
-        add("test", "prr", Mx.prr(preds["test"]["scores"][name].numpy(), errors), measure=name)
+        add("test", "prr", Mx.prr(score("test", name), errors), measure=name)
     # labelled shift sets (e.g. ImageNet-A/-R): accuracy and calibration on them
     for split in splits:
         if split.startswith("shift_"):
-            p, y = preds[split]["probs"].numpy(), labels[split]
-            add(split, "accuracy", Mx.accuracy(p, y))
-            add(split, "nll", Mx.nll(p, y))
-            add(split, "ece", Mx.ece(p, y, ece_bins))
+            q = quality(split)
+            for metric in ("accuracy", "nll", "ece"):
+                add(split, metric, q[metric])
     # OOD detection: ID test (under the OOD set's class mask, if any) vs each OOD or labelled
     # shift set, OOD positive
     for split in splits:
         if split.startswith(("ood_", "shift_")):
             ref = f"test@{split}" if f"test@{split}" in preds else "test"
             for name in SCORES:
-                s_in = preds[ref]["scores"][name].numpy()
-                s_out = preds[split]["scores"][name].numpy()
+                s_in, s_out = score(ref, name), score(split, name)
                 add(split, "ood_auroc", Mx.ood_auroc(s_in, s_out), measure=name)
                 add(split, "ood_aupr", Mx.ood_aupr(s_in, s_out), measure=name)
     # diversity: mean RMI of every system, members' pairwise disagreement for the ensemble
@@ -199,10 +241,10 @@ def evaluate_system(
         if split == "shift":
             parts = [(severity == s, int(s)) for s in np.unique(severity)]
         for rows_of, sev_ in parts:
-            rmi = preds[split]["scores"]["rmi"].numpy()[rows_of]
+            rmi = score(split, "rmi")[rows_of]
             add(split, "mean_rmi", rmi.mean(), corruption="all" if sev_ else "", severity=sev_)
-            if "member_pred" in preds[split] and preds[split]["member_pred"].shape[1] > 1:
-                mp = preds[split]["member_pred"].numpy()[rows_of]
+            if f"{split}.member_pred" in a and a[f"{split}.member_pred"].shape[1] > 1:
+                mp = a[f"{split}.member_pred"][rows_of]
                 add(
                     split,
                     "disagreement",
@@ -213,35 +255,20 @@ def evaluate_system(
     # shifted sets: per corruption and severity, and per severity over all corruptions
     if shift_split is not None:
         corr, sev = shift_split["corruption"].numpy(), severity
-        p, y = preds["shift"]["probs"].numpy(), labels["shift"]
         names = data_manifest["corruptions"]
         for s in np.unique(sev):
             for ci in [None, *np.unique(corr)]:
                 mask = (sev == s) & (True if ci is None else corr == ci)
                 cname = "all" if ci is None else names[int(ci)]
-                add(
-                    "shift",
-                    "accuracy",
-                    Mx.accuracy(p[mask], y[mask]),
-                    corruption=cname,
-                    severity=int(s),
-                )
-                add(
-                    "shift",
-                    "ece",
-                    Mx.ece(p[mask], y[mask], ece_bins),
-                    corruption=cname,
-                    severity=int(s),
-                )
-                add("shift", "nll", Mx.nll(p[mask], y[mask]), corruption=cname, severity=int(s))
+                q = quality("shift", mask)
+                for metric in ("accuracy", "ece", "nll"):
+                    add("shift", metric, q[metric], corruption=cname, severity=int(s))
             # shift as OOD: clean test vs this severity (all corruptions), per measure
             for name in SCORES:
-                s_in = preds["test"]["scores"][name].numpy()
-                s_out = preds["shift"]["scores"][name].numpy()[sev == s]
                 add(
                     "shift",
                     "ood_auroc",
-                    Mx.ood_auroc(s_in, s_out),
+                    Mx.ood_auroc(score("test", name), score("shift", name)[sev == s]),
                     measure=name,
                     corruption="all",
                     severity=int(s),

@@ -1,5 +1,7 @@
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from pipeline.maths import metrics as Mx
@@ -68,3 +70,168 @@ def test_metric_columns_and_student_checks(evaluated, prepared, cache, tmp_path)
         evaluate(
             "image", "end-seed0", prepared, cache, tmp_path / "x", d / "student/model.safetensors"
         )
+
+
+# ------------------------------------------------- every metric from the stored arrays (issue 31)
+def _ece(conf, ok, bins):
+    b = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    return sum(
+        (b == i).sum() / len(conf) * abs(conf[b == i].mean() - ok[b == i].mean())
+        for i in range(bins)
+        if (b == i).any()
+    )
+
+
+def _prr(u, err):
+    """Rejection ratio, ties rejected together at their mean error (random tie-breaking)."""
+    n, e0 = len(u), err.mean()
+    if e0 in (0.0, 1.0):
+        return float("nan")
+    left = [err.sum()]  # errors kept after rejecting 0, 1, ..., n examples
+    for value in sorted(set(u.tolist()), reverse=True):
+        group = err[u == value]
+        for _ in range(len(group)):
+            left.append(left[-1] - group.mean())
+    curve = np.array(left) / n
+    area = ((curve[1:] + curve[:-1]) / 2).sum() / n
+    return (e0 / 2 - area) / (e0 / 2 - e0 * e0 / 2)
+
+
+def _disagreement(mp):
+    m = mp.shape[1]
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    return np.mean([(mp[:, i] != mp[:, j]).mean() for i, j in pairs])
+
+
+def recompute(arrays: dict, split_info: dict, bins: int = Mx.ECE_BINS) -> dict:
+    """Every metric of ``metrics.csv`` from the per-example arrays with numpy and sklearn alone
+    (not pipeline.maths.metrics): ``(split, metric, measure, corruption, severity) -> value``;
+    ``split_info``: the shift split's corruption, severity and the corruption names."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    a = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+    out = {}
+    splits = sorted({k.split(".")[0] for k in a if k.endswith(".label")})
+    measures = sorted(k.split(".", 1)[1] for k in a if k.startswith("test.") and k.split(".")[1]
+                      in ("total", "data", "knowledge", "epkl", "rmi", "neg_confidence"))  # fmt: skip
+
+    def quality(s, rows):
+        ok = (a[f"{s}.pred"] == a[f"{s}.label"])[rows]
+        conf = -a[f"{s}.neg_confidence"][rows]
+        return ok.mean(), -a[f"{s}.log_p_label"][rows].mean(), _ece(conf, ok, bins)
+
+    acc, nll, ece = quality("test", slice(None))
+    onehot = np.eye(a["test.probs"].shape[1])[a["test.label"]]
+    brier = ((a["test.probs"] - onehot) ** 2).sum(1).mean()
+    for metric, v in (("accuracy", acc), ("nll", nll), ("ece", ece), ("brier", brier)):
+        out[("test", metric, "", "", 0)] = v
+    err = (a["test.pred"] != a["test.label"]).astype(float)
+    for m in measures:
+        out[("test", "prr", m, "", 0)] = _prr(a[f"test.{m}"], err)
+    for s in splits:
+        if s.startswith(("ood_", "shift_")):
+            ref = f"test@{s}" if f"test@{s}.total" in a else "test"
+            for m in measures:
+                y = np.r_[np.zeros(len(a[f"{ref}.{m}"])), np.ones(len(a[f"{s}.{m}"]))]
+                x = np.r_[a[f"{ref}.{m}"], a[f"{s}.{m}"]]
+                out[(s, "ood_auroc", m, "", 0)] = roc_auc_score(y, x)
+                out[(s, "ood_aupr", m, "", 0)] = average_precision_score(y, x)
+        if s.startswith("shift_"):
+            for metric, v in zip(("accuracy", "nll", "ece"), quality(s, slice(None)), strict=True):
+                out[(s, metric, "", "", 0)] = v
+        if s == "test" or s.startswith("ood_") or s.startswith("shift_"):
+            out[(s, "mean_rmi", "", "", 0)] = a[f"{s}.rmi"].mean()
+            if f"{s}.member_pred" in a:
+                out[(s, "disagreement", "", "", 0)] = _disagreement(a[f"{s}.member_pred"])
+    if "shift.label" in a:
+        corr, sev, names = split_info["corruption"], split_info["severity"], split_info["names"]
+        for v in np.unique(sev):
+            at = sev == v
+            out[("shift", "mean_rmi", "", "all", v)] = a["shift.rmi"][at].mean()
+            if "shift.member_pred" in a:
+                out[("shift", "disagreement", "", "all", v)] = _disagreement(
+                    a["shift.member_pred"][at]
+                )
+            for c in [None, *np.unique(corr)]:
+                rows = at & (True if c is None else corr == c)
+                name = "all" if c is None else names[int(c)]
+                for metric, value in zip(("accuracy", "nll", "ece"), quality("shift", rows),
+                                         strict=True):  # fmt: skip
+                    out[("shift", metric, "", name, v)] = value
+            for m in measures:
+                y = np.r_[np.zeros(len(a[f"test.{m}"])), np.ones(at.sum())]
+                x = np.r_[a[f"test.{m}"], a[f"shift.{m}"][at]]
+                out[("shift", "ood_auroc", m, "all", v)] = roc_auc_score(y, x)
+    return out
+
+
+def _shift_info(prepared):
+    from pipeline.tasks.image.data import load_manifest, load_split
+
+    shift = load_split(prepared, "shift")
+    names = load_manifest(prepared)["corruptions"]
+    return {"corruption": shift["corruption"].numpy(), "severity": shift["severity"].numpy(),
+            "names": names}  # fmt: skip
+
+
+def check_recomputed(metrics: pd.DataFrame, arrays: dict, info: dict, bins=Mx.ECE_BINS) -> int:
+    """Every row of ``metrics`` equals its value recomputed from ``arrays``; returns the count."""
+    again = recompute(arrays, info, bins)
+    rows = 0
+    for r in metrics.itertuples():
+        key = (r.split, r.metric, r.measure if isinstance(r.measure, str) else "",
+               r.corruption if isinstance(r.corruption, str) else "", int(r.severity))  # fmt: skip
+        assert key in again, key
+        want = again[key]
+        if np.isnan(want):
+            assert np.isnan(r.value), key
+        else:
+            assert r.value == pytest.approx(want, rel=1e-12, abs=1e-12), (key, r.value, want)
+        rows += 1
+    return rows
+
+
+def test_every_metric_recomputes_from_the_stored_arrays(evaluated, prepared):
+    """numpy + scikit-learn on per_example.safetensors give every value of metrics.csv, for the
+    members, the ensemble and the student."""
+    d, _ = evaluated
+    info = _shift_info(prepared)
+    for system in ("member-0", "ensemble", "pd_end2-seed0"):
+        metrics = pd.read_csv(d / system / "metrics.csv", keep_default_na=False,
+                              na_values=["nan", "NaN"])  # fmt: skip
+        arrays = load_file(str(d / system / "per_example.safetensors"))
+        assert check_recomputed(metrics, arrays, info) == len(metrics) > 50
+
+
+class _FlatDirichlet(torch.nn.Module):
+    """Logits ~20 on every class with float32-tiny differences per image: a Dirichlet so
+    concentrated and flat that its measures are constant in float32 (PD-FKL on the default
+    run), though not in float64."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(1e-7 * torch.randn(28 * 28, 10, generator=g))
+
+    def forward(self, x):
+        return 20.0 + x.flatten(1) @ self.w
+
+
+def test_a_score_constant_where_it_is_stored_is_a_tie(prepared, cache, tmp_path):
+    """A Dirichlet flat at float32 precision: every stored measure is one value, its OOD
+    ROC-AUC is 0.5 and its PRR 0 (formerly 0.10 / 0.90 and -0.24, from float64 noise)."""
+    from pipeline.tasks.image.evaluation import predictions
+
+    meta = {"method": "pd_fkl", "options": {}, "config": {"workers": 0}}
+    splits = ["test", "ood_mnist"]
+    raw = predictions("pd_fkl", 0, prepared, cache, _FlatDirichlet(), meta,
+                      torch.device("cpu"), splits)  # fmt: skip
+    assert len(np.unique(raw["test"]["scores"]["total"].numpy())) > 1  # float64 noise exists
+    from pipeline.tasks.image.evaluation import evaluate_system
+
+    rows, arrays, _ = evaluate_system("pd_fkl", 0, prepared, cache, _FlatDirichlet(), meta, {})
+    assert len(np.unique(arrays["test.total"].numpy())) == 1
+    t = pd.DataFrame(rows)
+    at = t[(t["measure"] == "total")]
+    assert (at[at["metric"] == "ood_auroc"]["value"] == 0.5).all()
+    assert at[at["metric"] == "prr"]["value"].abs().max() < 1e-12
