@@ -112,8 +112,10 @@ def recompute(arrays: dict, split_info: dict, bins: int = Mx.ECE_BINS) -> dict:
     a = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
     out = {}
     splits = sorted({k.split(".")[0] for k in a if k.endswith(".label")})
-    measures = sorted(k.split(".", 1)[1] for k in a if k.startswith("test.") and k.split(".")[1]
-                      in ("total", "data", "knowledge", "epkl", "rmi", "neg_confidence"))  # fmt: skip
+    known = ("total", "data", "knowledge", "epkl", "rmi", "neg_confidence")
+    measures = sorted(
+        k.split(".", 1)[1] for k in a if k.split(".", 1) in [["test", m] for m in known]
+    )
 
     def quality(s, rows):
         ok = (a[f"{s}.pred"] == a[f"{s}.label"])[rows]
