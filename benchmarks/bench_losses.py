@@ -42,13 +42,23 @@ from pipeline.maths.losses import (
 from pipeline.maths.stats import teacher_stats
 from pipeline.stages.gradient_analysis import synthetic_ensemble
 
+DEVICE = torch.device("cpu")
+"""Where the cases run (``--device``); on CUDA every timing waits for the GPU."""
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
 
 def time_ms(fn, repeat: int) -> float:
     fn()  # warm-up
     runs = []
     for _ in range(repeat):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         runs.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(runs)
 
@@ -63,8 +73,10 @@ def interleaved_ms(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
     for _ in range(repeat):
         for name, (backend, fn) in fns.items():
             os.environ[BACKEND_ENV] = backend
+            _sync()
             t0 = time.perf_counter()
             fn()
+            _sync()
             runs[name].append((time.perf_counter() - t0) * 1e3)
     os.environ.pop(BACKEND_ENV, None)
     return {name: (statistics.median(r), min(r)) for name, r in runs.items()}
@@ -77,7 +89,8 @@ def setup(b: int, k: int, m: int):
     labels = stats.mean_probs.argmax(-1)
     g = torch.Generator().manual_seed(1)
     logits = torch.log(stats.mean_probs.float()) + 3.0 + 0.5 * torch.randn(b, k, generator=g)
-    return member_lp, stats, labels, logits.requires_grad_(True)
+    member_lp, stats, labels = member_lp.to(DEVICE), stats.to(DEVICE), labels.to(DEVICE)
+    return member_lp, stats, labels, logits.to(DEVICE).requires_grad_(True)
 
 
 def cases(stats, labels, logits) -> dict:
@@ -104,7 +117,11 @@ def cases(stats, labels, logits) -> dict:
     for backend in ("eager", "compiled"):  # float32 gradient, no value (pipeline.maths.values)
         if backend == "eager" and logits.numel() > EAGER32_MAX_NUMEL:
             continue  # eager float32 stops there (the float64 kernels run): see _kernels
-        for name, fn in (("end", end_loss), ("end2", end2_loss), ("proxy_rkl", proxy_rkl_loss)):
+        for name, fn in (
+            ("end", end_loss),
+            ("end2", lambda z, s: end2_loss(z, s, 0.0)),
+            ("proxy_rkl", lambda z, s: proxy_rkl_loss(z, s, 1.0, 1.0)),
+        ):
             out[f"{name}_loss grad32 [{backend}]"] = (backend, _gradient_only(fn, logits, stats))
     return out
 
@@ -128,7 +145,8 @@ def step(logits, loss_fn):
 def peak_mb(name: str, b: int, k: int, m: int) -> float:
     """Peak memory growth of one forward+backward of case ``name``, in a fresh process."""
     r = subprocess.run(
-        [sys.executable, __file__, "--one", name, "--sizes", f"{b}x{k}", "--members", str(m)],
+        [sys.executable, __file__, "--one", name, "--sizes", f"{b}x{k}", "--members", str(m),
+         "--device", str(DEVICE)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return float(r.stdout.strip().splitlines()[-1])
@@ -150,7 +168,7 @@ def one(name: str, b: int, k: int, m: int) -> None:
     os.environ[BACKEND_ENV] = backend
     run = step(logits, fn)
     run()  # compile / warm up
-    if torch.cuda.is_available():
+    if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         run()
@@ -183,7 +201,9 @@ def bench(b: int, k: int, m: int, repeat: int, memory: bool, every: int) -> None
     ce, kd, end = (
         times[n] for n in ("F.cross_entropy (float32)", "KD float32 (kl_div)", "end_loss")
     )
-    print(f"\nB={b} K={k} M={m}  threads={torch.get_num_threads()}  (interleaved, {repeat} rounds)")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+    print(f"\nB={b} K={k} M={m}  {where} threads={torch.get_num_threads()}  "
+          f"(interleaved, {repeat} rounds)")  # fmt: skip
     head = f"{'loss (forward+backward)':36s} {'ms med':>8s} {'ms min':>8s} {'x KD32 med':>11s}"
     head += f" {'x KD32 min':>11s} {'x CE':>6s}"
     print(head + (f" {'peak MB':>9s}" if memory else ""))
@@ -199,6 +219,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["256x1000", "256x40000"], help="BxK pairs")
     ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--memory", action="store_true", help="also each case's peak memory")
     ap.add_argument(
@@ -206,6 +227,8 @@ def main() -> None:
     )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: --memory's worker
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     for size in args.sizes:
         b, k = (int(v) for v in size.lower().split("x"))
         if args.one:

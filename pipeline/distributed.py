@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.launch import SRUN_ENV
+from pipeline.launch import GROUP_ENV, SRUN_ENV
 
 TIMEOUT_MINUTES_ENV = "PROXY_END2_DIST_TIMEOUT_MIN"
 """Minutes a collective may wait for a slow rank (rank 0 validating, checkpointing) before the
@@ -83,7 +84,9 @@ def init(device: torch.device) -> torch.device:
     rank uses (``cuda`` becomes ``cuda:<local rank>``). Idempotent."""
     global _WORLD
     w, addr, port = _from_env()
-    if w.size == 1:
+    # GROUP_ENV=1: one process in a process group of one, data-parallel all the same (DDP over
+    # NCCL on a GPU), so one GPU can check the data-parallel path (scripts/gpu_check.sh)
+    if w.size == 1 and os.environ.get(GROUP_ENV) != "1":
         _WORLD = w
         return device
     if device.type == "cuda":
@@ -95,12 +98,15 @@ def init(device: torch.device) -> torch.device:
             os.environ.setdefault("MASTER_ADDR", addr)
             os.environ.setdefault("MASTER_PORT", port)
         minutes = float(os.environ.get(TIMEOUT_MINUTES_ENV, "60"))
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo",
+            backend=backend,
             rank=w.rank,
             world_size=w.size,
             timeout=datetime.timedelta(minutes=minutes),
         )
+        if w.rank == 0:
+            print(f"process group: backend={backend} world={w.size}", file=sys.stderr)
     _WORLD = w
     return device
 
@@ -154,8 +160,9 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` wrapped for data-parallel training (one process: ``model`` itself). Batch norm
     is synchronised over the ranks (global batch statistics, as one process computes them):
     ``nn.SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm2d` (1d) on the CPU, where the former does
-    not run. The wrapped model shares ``model``'s parameters and state-dict keys."""
-    if _WORLD.size == 1:
+    not run. The wrapped model shares ``model``'s parameters and state-dict keys. A process
+    group of one (:data:`GROUP_ENV`) is wrapped too."""
+    if _WORLD.size == 1 and not dist.is_initialized():
         return model
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

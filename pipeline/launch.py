@@ -24,6 +24,9 @@ import subprocess
 import sys
 
 SRUN_ENV = "PROXY_END2_SRUN"  # tells the ranks that srun (not torchrun) placed them
+GROUP_ENV = "PROXY_END2_PROCESS_GROUP"
+"""``1``: a job of one process still runs through torchrun and joins a process group of one,
+training data-parallel (DDP; NCCL on a GPU): how one GPU checks the data-parallel path."""
 
 
 def slurm_tasks(env: dict) -> int:
@@ -49,7 +52,7 @@ def command(processes: int, nodes: int, module: str, args: list[str], env: dict)
     if processes < 1 or nodes < 1:
         raise ValueError(f"processes and nodes must be >= 1, got {processes} and {nodes}")
     world = processes * nodes
-    if world == 1:
+    if world == 1 and env.get(GROUP_ENV) != "1":
         return [sys.executable, "-m", module, *args]
     if env.get("SLURM_JOB_ID") and slurm_tasks(env) >= world:
         step = [f"--ntasks={world}", f"--ntasks-per-node={processes}", f"--nodes={nodes}"]

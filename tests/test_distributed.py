@@ -123,6 +123,9 @@ def test_launch_command(monkeypatch):
     ]  # fmt: skip
     # a one-task SLURM job on one node runs torchrun inside its allocation
     assert "--standalone" in launch.command(2, 1, "m", [], {"SLURM_JOB_ID": "7", "TASKS": "1"})
+    # a process group of one (scripts/gpu_check.sh on one GPU): through torchrun all the same
+    one = launch.command(1, 1, "m", ["-a"], {launch.GROUP_ENV: "1"})
+    assert one[1:] == ["--standalone", "--nproc-per-node=1", "-m", "m", "-a"]
     with pytest.raises(ValueError, match="2 nodes need a SLURM job of 4 tasks.*no SLURM job"):
         launch.command(2, 2, "m", [], {})
     with pytest.raises(ValueError, match="here there is 2 task"):
