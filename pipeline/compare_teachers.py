@@ -6,7 +6,8 @@ Two image runs that differ only in ``teacher.mode`` (``config/augment.yaml`` and
 
 * accuracy (``pred == label``), NLL (``-mean log_p_label``);
 * agreement: the share of test images where its top class is the ensemble's (each run's own
-  ensemble; the two runs' members are checked to be the same files, so the ensembles are too).
+  ensemble; the two runs' members are checked to have the same weights, so the ensembles are
+  the same too).
 
 Students are summarised per method group as mean ± std over seeds::
 
@@ -23,7 +24,6 @@ import pandas as pd
 from safetensors.numpy import load_file
 
 from pipeline import methods
-from pipeline.io import sha256_file
 from pipeline.tables import fmt_mean_std
 
 __all__ = ["compare", "system_scores"]
@@ -54,8 +54,18 @@ def system_scores(run: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _members(run: Path) -> list[str]:
-    return [sha256_file(p) for p in sorted(run.glob("members/seed*/model.safetensors"))]
+def _same_members(a: Path, b: Path) -> bool:
+    """Whether two runs' members have the same weights (their files also hold the training
+    history, with its seconds, so the files themselves differ between two runs)."""
+    fa = sorted(a.glob("members/seed*/model.safetensors"))
+    fb = sorted(b.glob("members/seed*/model.safetensors"))
+    if not fa or [p.parent.name for p in fa] != [p.parent.name for p in fb]:
+        return False
+    for pa, pb in zip(fa, fb, strict=True):
+        wa, wb = load_file(str(pa)), load_file(str(pb))
+        if wa.keys() != wb.keys() or not all(np.array_equal(wa[k], wb[k]) for k in wa):
+            return False
+    return True
 
 
 def compare(online: str | Path, cache: str | Path) -> pd.DataFrame:
@@ -63,7 +73,7 @@ def compare(online: str | Path, cache: str | Path) -> pd.DataFrame:
     seeds), the columns accuracy / NLL / agreement under each teacher. A ``ValueError`` when
     the runs' members differ (the comparison would not be of the teacher alone)."""
     online, cache = Path(online), Path(cache)
-    if _members(online) != _members(cache) or not _members(online):
+    if not _same_members(online, cache):
         raise ValueError(f"{online} and {cache} were not trained from the same members")
     parts = {}
     for name, run in (("online", online), ("cache", cache)):

@@ -7,7 +7,7 @@ from safetensors.numpy import save_file
 from pipeline.compare_teachers import compare, system_scores
 
 
-def _run(root, preds: dict, member_bytes=b"m"):
+def _run(root, preds: dict, weight=1.0):
     label = np.array([0, 1, 2, 1], dtype=np.int64)
     for system, pred in preds.items():
         d = root / "eval" / system
@@ -16,7 +16,9 @@ def _run(root, preds: dict, member_bytes=b"m"):
         save_file({"test.pred": np.array(pred, dtype=np.int64), "test.label": label,
                    "test.log_p_label": logp}, str(d / "per_example.safetensors"))  # fmt: skip
     (root / "members/seed0").mkdir(parents=True)
-    (root / "members/seed0/model.safetensors").write_bytes(member_bytes)
+    save_file(
+        {"w": np.full(3, weight, dtype=np.float32)}, str(root / "members/seed0/model.safetensors")
+    )
     return root
 
 
@@ -31,6 +33,6 @@ def test_scores_and_table(tmp_path):
     assert list(t.index) == ["Single model", "Ensemble", "EnD"]
     assert t.loc["EnD", "accuracy (online)"] == "0.875 ± 0.177"
     assert t.loc["EnD", "agreement (cache)"] == "0.500 ± 0.000"
-    other = _run(tmp_path / "c", {"ensemble": [0, 1, 2, 0]}, member_bytes=b"other")
+    other = _run(tmp_path / "c", {"ensemble": [0, 1, 2, 0]}, weight=2.0)
     with pytest.raises(ValueError, match="same members"):
         compare(online, other)
