@@ -32,12 +32,17 @@ if [[ $DEVICE == cpu ]]; then  # toy sizes: the path, not the speed
   cat > "$OUT/sizes.yaml" <<'EOF'
 dataset: {train_size: 600, val_size: 200, test_size: 300}
 ood: {size: 100, corruption_size: 30}
-ensemble: {epochs: 1}
+ensemble: {epochs: 1, seeds: [0, 1]}
 students: {epochs: 1, seeds: [0]}
 gradient_analysis: {ks: [10, 100], batch: 2, profile_k: 100}
 EOF
   LOSS_ARGS=(--sizes 8x1000 --repeat 1 --members 3)
+  # one student of each run and its evaluation (not the whole DAG): the path, in CI time
+  SMOKE_TARGET=("$OUT/smoke/eval/pd_end2-seed0/metrics.csv")
+  ONLINE_TARGET=("$OUT/online/eval/pd_end2-seed0/metrics.csv")
 else
+  SMOKE_TARGET=()
+  ONLINE_TARGET=()
   printf '{}\n' > "$OUT/sizes.yaml"
   LOSS_ARGS=(--sizes 256x40000 --repeat 7 --members 10)
 fi
@@ -68,12 +73,12 @@ step() {  # step NAME COMMAND...: run it with a time limit, log it, record PASS/
   return 0
 }
 
-step smoke snakemake --cores "$CORES" --configfile config/smoke.yaml "$OUT/sizes.yaml" \
-  --config results="$OUT/smoke" device="$DEVICE"
+step smoke snakemake "${SMOKE_TARGET[@]}" --cores "$CORES" --configfile config/smoke.yaml \
+  "$OUT/sizes.yaml" --config results="$OUT/smoke" device="$DEVICE"
 
 step online bash -c "
-  snakemake --cores $CORES --configfile config/augment.yaml '$OUT/sizes.yaml' \
-    --config results='$OUT/online' device=$DEVICE &&
+  snakemake ${ONLINE_TARGET[*]:-} --cores $CORES --configfile config/augment.yaml \
+    '$OUT/sizes.yaml' --config results='$OUT/online' device=$DEVICE &&
   python - '$OUT/online' <<'PY'
 import json, pathlib, sys
 run = pathlib.Path(sys.argv[1])

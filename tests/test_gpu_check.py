@@ -20,6 +20,6 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
     assert set(summary["steps"]) == {"smoke", "online", "ddp", "losses"}
     assert summary["machine"]["device"] == "cpu"
     assert "process group: backend=gloo world=1" in (out / "ddp.stage.log").read_text()
-    assert "online teacher: 3 students" in (out / "online.log").read_text()
+    assert "online teacher: 1 students" in (out / "online.log").read_text()  # CPU: one
     assert "K=1000" in (out / "losses.log").read_text()
     assert "| ddp | PASS |" in (out / "summary.md").read_text()
