@@ -41,8 +41,12 @@ def mismatch_gradient(
     forward KL's gradient grows like ``precision * mismatch``; the reverse KL's stays
     ``~ mismatch`` (``docs/image_task.md``, why PD-FKL fails).
     """
-    from pipeline import methods
+    from pipeline.maths.losses import proxy_fkl_loss, proxy_rkl_loss
     from pipeline.maths.stats import TeacherStats
+
+    losses = {"pd_end2": proxy_rkl_loss, "pd_fkl": proxy_fkl_loss}
+    if loss not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
 
     pbar = torch.softmax(torch.linspace(2.0, -2.0, k, dtype=torch.float64), 0)[None]
     rmi = torch.tensor([(k - 1) / (2.0 * precision)], dtype=torch.float64)
@@ -53,8 +57,7 @@ def mismatch_gradient(
     if bool((alpha <= offsets).any()):
         raise ValueError("the mismatch is larger than a class's share of the precision")
     z = torch.log(alpha - offsets).requires_grad_(True)
-    options = {"model_offset": offsets, "target_offset": offsets}
-    (grad,) = torch.autograd.grad(methods.loss(loss, options, z, stats), z)
+    (grad,) = torch.autograd.grad(losses[loss](z, stats, offsets, offsets), z)
     value = float(grad.abs().max())
     if not math.isfinite(value):
         raise FloatingPointError(f"{loss}: a non-finite gradient at precision {precision}")
