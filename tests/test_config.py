@@ -46,7 +46,17 @@ def refused(cfg: dict, key: str) -> ConfigError:
 
 
 @pytest.mark.parametrize(
-    "name", ["config", "smoke", "text_smoke", "text", "text_full", "imagenet", "translation_smoke"]
+    "name",
+    [
+        "config",
+        "smoke",
+        "augment",
+        "text_smoke",
+        "text",
+        "text_full",
+        "imagenet",
+        "translation_smoke",
+    ],
 )
 def test_the_shipped_configs_pass(name):
     cfg = config(name)
@@ -141,3 +151,18 @@ def test_training_checks_read_the_shared_defaults():
     bad = copy.deepcopy(config("smoke", **{"ensemble.optimizer": "sgd"}))
     bad["ensemble"]["momentum"] = 0.0
     refused(bad, "ensemble.momentum")
+
+
+def test_no_weight_decay_patterns_must_be_regular_expressions():
+    err = refused(config("config", **{"ensemble.no_weight_decay": ["bn(weight"]}),
+                  "ensemble.no_weight_decay")  # fmt: skip
+    assert "a regular expression" in str(err)
+    check(config("imagenet"), "image")  # the official exemption's pattern compiles
+
+
+def test_the_cache_comparison_layer_opts_in_to_the_view_mismatch():
+    cfg = config("augment")
+    refused(config("augment", **{"teacher.mode": "cache"}), "teacher.mode")
+    layer = _yaml(REPO / "config" / "augment_cache.yaml")
+    cfg["teacher"].update(layer["teacher"])
+    check(cfg, "image")
