@@ -103,7 +103,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 GresTypes=gpu
-MinJobAge=600
+MinJobAge=3600
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
@@ -163,8 +163,9 @@ log "smoke config through SLURM (training interrupted after every epoch, resumed
 PROXY_END2_STOP_AFTER_EPOCH=1 timeout -s INT -k 60 900 \
   snakemake --profile "$WORK/profile" --configfile "$WORK/slurm.yaml" \
   > "$WORK/snakemake-slurm.log" 2>&1 || { tail -n 60 "$WORK/snakemake-slurm.log"; exit 1; }
-# what SLURM knows of the jobs, read now: slurmctld forgets a finished job MinJobAge (600 s) after
-# it ends, and the local run below can take longer than that on a loaded machine
+# what SLURM knows of the jobs, read now: slurmctld forgets a finished job MinJobAge (3600 s) after
+# it ends, and the local run below can take longer than that on a loaded machine (3600 s: longer
+# than the SLURM run's own 900 s limit, so its first jobs are still known when it ends)
 squeue -h -t all -o "%i|%j|%T|%b" > "$WORK/squeue.txt"
 scontrol -o show job > "$WORK/scontrol.txt"
 log "local reference run"
