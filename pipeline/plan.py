@@ -74,6 +74,8 @@ class Plan:
         self.lr_run = f"{self.R}/V{self.lr_vocab}" if lr else None
         self.token_vocab = checks.token_vocab(config)
         self.token_groups = checks.token_groups(config)
+        # the students run the members themselves (the image task's teacher.mode: online)
+        self.online_teacher = spec.cached_teacher and spec.teacher_mode(config) == "online"
 
     # ------------------------------------------------------------------ which jobs
     def wanted(self, combo: dict) -> bool:
@@ -112,7 +114,7 @@ class Plan:
         t.pop("threads", None)  # a job setting (the rule's threads), not the artifact's
         t.pop("allow_view_mismatch", None)  # a check's switch: the artifact is the same
         t.pop("mode", None)  # set below where it changes the artifact
-        if self.spec.teacher_mode(self.config) == "online" and self.spec.cached_teacher:
+        if self.online_teacher:
             t["mode"] = "online"  # the students run the members: no train split is cached
             t.pop("store_train_members", None)
         elif self.spec.cached_teacher:
@@ -133,7 +135,7 @@ class Plan:
         )
         if group != cfg["method"]:
             cfg["group"] = group
-        if self.spec.teacher_mode(self.config) == "online" and self.spec.cached_teacher:
+        if self.online_teacher:
             cfg["teacher_mode"] = "online"  # the members run on the student's own batch
         return cfg
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from pipeline import methods
-from pipeline.maths.stats import TeacherStats, teacher_stats
+from pipeline.maths.stats import teacher_stats
 from pipeline.tasks.image.cache import CachedTeacher
 from pipeline.tasks.image.models import load_trained
 
@@ -64,7 +64,3 @@ class OnlineTeacher(CachedTeacher):
             )
         temperature, smoothing = methods.member_transform(self.method, self.options, progress)
         return teacher_stats(self.member_logits(x), temperature=temperature, smoothing=smoothing)
-
-    def train_stats(self, x: torch.Tensor) -> TeacherStats:
-        """The statistics at T = 1, no smoothing, of images ``x`` (for tests and diagnostics)."""
-        return teacher_stats(self.member_logits(x))
