@@ -195,20 +195,21 @@ def group_vocabs(config: dict) -> dict[str, list[int]]:
     return {g: [int(v) for v in given.get(g, ks)] for g in config["students"]["methods"]}
 
 
-def token_vocab(config: dict) -> int | None:
-    """The V of the real-data gradient diagnostic: ``gradient_analysis.token_vocab``, else the
-    learning-rate search's, else the largest of the sweep (``None`` without a sweep)."""
+def token_vocabs(config: dict) -> list[int]:
+    """The V's of the real-data gradient diagnostic (one job each): ``gradient_analysis.
+    token_vocab`` (one size or a list of sizes), else the learning-rate search's, else the
+    largest of the sweep (none without a sweep)."""
     ks = sweep_sizes(config)
     given = (config.get("gradient_analysis") or {}).get("token_vocab")
     if given is not None:
-        return int(given)
+        return [int(v) for v in given] if isinstance(given, list) else [int(given)]
     lr = config.get("lr_search")
-    return int(lr["vocab"]) if lr else (max(ks) if ks else None)
+    return [int(lr["vocab"])] if lr else ([max(ks)] if ks else [])
 
 
-def token_groups(config: dict) -> list[str]:
-    """The method groups whose students the real-data diagnostic reads (those run at its V)."""
-    vocab = token_vocab(config)
+def token_groups(config: dict, vocab: int) -> list[str]:
+    """The method groups whose students the real-data diagnostic reads at V = ``vocab`` (those
+    run there)."""
     return [g for g, vocabs in group_vocabs(config).items() if vocab in vocabs]
 
 
@@ -237,16 +238,20 @@ def check_sweep(config: dict, spec: tasks.TaskSpec) -> None:
             )
         if not set(map(int, vocabs)) <= set(ks):
             raise ConfigError(f"group_vocab_sizes.{group}", vocabs, f"a subset of vocab_sizes {ks}")
-    tv = (config.get("gradient_analysis") or {}).get("token_vocab")
-    if tv is not None and int(tv) not in ks:
-        raise ConfigError("gradient_analysis.token_vocab", tv, f"one of vocab_sizes {ks}")
-    if spec.gradient_diagnostic and not token_groups(config):
-        raise ConfigError(
-            "gradient_analysis.token_vocab",
-            token_vocab(config),
-            "a V at which a method group runs (group_vocab_sizes): the diagnostic reads its "
-            "students",
-        )
+    given = (config.get("gradient_analysis") or {}).get("token_vocab")
+    vocabs = token_vocabs(config)
+    if given is not None and not set(vocabs) <= set(ks):
+        raise ConfigError("gradient_analysis.token_vocab", given, f"sizes of vocab_sizes {ks}")
+    if len(set(vocabs)) != len(vocabs):
+        raise ConfigError("gradient_analysis.token_vocab", given, "distinct sizes")
+    for vocab in vocabs if spec.gradient_diagnostic else []:
+        if not token_groups(config, vocab):
+            raise ConfigError(
+                "gradient_analysis.token_vocab",
+                vocab,
+                "a V at which a method group runs (group_vocab_sizes): the diagnostic reads its "
+                "students",
+            )
 
 
 def check(config: dict, task: str) -> None:

@@ -36,8 +36,8 @@ INPUTS: dict[str, FigureInput] = {
     "profile": FigureInput(False, "gradient_analysis/rank_profile.csv"),
     "sweep": FigureInput(False, "tables/sweep.csv"),
     "curves": FigureInput(True, "the students' curve.csv"),
-    "token_profile": FigureInput(False, "gradient_analysis/token_profile.csv"),
-    "token_gate": FigureInput(False, "gradient_analysis/token_gate.csv"),
+    "token_profile": FigureInput(True, "gradient_analysis/V<k>/token_profile.csv, one per V"),
+    "token_gate": FigureInput(True, "gradient_analysis/V<k>/token_gate.csv, one per V"),
 }
 """Every input kind a figure may read. The workflow knows each kind's files in a run."""
 

@@ -37,7 +37,8 @@ class Plan:
         ks: the sweep's K (empty without a sweep); group_vocabs: group -> the K it runs at.
         data_splits, teacher_splits: the task's splits for this config.
         lr_search, lr_vocab, lr_seed, lr_rates, lr_run: the learning-rate search, if any.
-        token_vocab, token_groups: the real-data gradient diagnostic's K and groups.
+        token_vocabs, token_groups: the real-data gradient diagnostic's K (a job each) and
+            K -> the groups it reads there.
     """
 
     def __init__(self, config: dict, spec: TaskSpec):
@@ -72,8 +73,8 @@ class Plan:
         self.lr_seed = int(lr["seed"]) if lr else None  # the schema's default fills it
         self.lr_rates = [format(float(r), "g") for r in lr.get("lrs", [])]
         self.lr_run = f"{self.R}/V{self.lr_vocab}" if lr else None
-        self.token_vocab = checks.token_vocab(config)
-        self.token_groups = checks.token_groups(config)
+        self.token_vocabs = checks.token_vocabs(config)
+        self.token_groups = {v: checks.token_groups(config, v) for v in self.token_vocabs}
         # the students run the members themselves (the image task's teacher.mode: online)
         self.online_teacher = spec.cached_teacher and spec.teacher_mode(config) == "online"
 

@@ -238,39 +238,73 @@ def learning_curves(out: Path, curves: list[Path], name: str = "learning_curves"
 
 
 def token_gradients(
-    out: Path, token_profile: Path, token_gate: Path, name: str = "token_gradients"
+    out: Path, token_profile, token_gate, name: str = "token_gradients"
 ) -> list[Path]:
-    """The real-data diagnostic (:mod:`pipeline.diagnostic`): mean |dL/dz_c| against
-    the rank of pi_bar_c per method group (each normalised by its own total, so the shapes
-    compare), and the share of tokens whose ensemble top class has a student logit below 0."""
-    p, gate = pd.read_csv(token_profile), pd.read_csv(token_gate)
-    groups = sorted(gate["group"], key=order)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    for g in groups:
-        y = p[g] / p[g].sum()
-        axes[0].plot(p["rank"], y, color=color(g), label=label(g), lw=1.3)
-    axes[0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
-        ylabel="mean |∂L/∂z_c| / Σ_c",
-        title=f"where each loss puts its gradient (val tokens, V = {len(p):,})",
-    )
-    axes[0].legend(fontsize=7)
-    g = gate.set_index("group").loc[groups]
-    names = [label(x) for x in groups]
-    bars = axes[1].barh(names, g["top_class_below_zero"], color=[color(x) for x in groups])
-    for bar, share, top in zip(bars, g["top_class_below_zero"], g["mean_top_logit"], strict=True):
-        axes[1].text(  # the value is written out: a share of 0 draws no bar
-            max(share, 0) + 0.02,
-            bar.get_y() + bar.get_height() / 2,
-            f"{share:.3f} (mean top-class z {top:.1f})",
-            va="center",
-            fontsize=8,
+    """The real-data diagnostic (:mod:`pipeline.diagnostic`), from one ``(token_profile,
+    token_gate)`` pair of files per V (a path or a list of paths each, in the same order): per
+    V, mean |dL/dz_c| against the rank of pi_bar_c per method group (each normalised by its own
+    total, so the shapes compare). At one V, beside it, the share of tokens whose ensemble top
+    class has a student logit below 0 as bars; at several, that share and the head share of
+    sum_c |dL/dz_c| against V, a line per group, the legend outside the panels."""
+    profiles = [token_profile] if isinstance(token_profile, (str, Path)) else list(token_profile)
+    gates = [token_gate] if isinstance(token_gate, (str, Path)) else list(token_gate)
+    if len(profiles) != len(gates) or not profiles:
+        raise ValueError(f"token_gradients: {len(profiles)} profiles for {len(gates)} gate tables")
+    tables = [(pd.read_csv(a), pd.read_csv(b)) for a, b in zip(profiles, gates, strict=True)]
+    runs = sorted(((len(p), p, g) for p, g in tables), key=lambda r: r[0])  # by V (= its ranks)
+    many = len(runs) > 1
+    widths = [3.0 if not many else 2.2] * len(runs) + ([2.0] if not many else [1.6, 1.6])
+    fig, axes = plt.subplots(
+        1, len(widths), figsize=(3.7 * sum(widths) / 1.5 + (2.0 if many else 0), 3.8),
+        gridspec_kw={"width_ratios": widths}, squeeze=False,
+    )  # fmt: skip
+    axes = axes[0]
+    for ax, (vocab, p, gate) in zip(axes, runs, strict=False):
+        for g in sorted(gate["group"], key=order):
+            ax.plot(p["rank"], p[g] / p[g].sum(), color=color(g), label=label(g), lw=1.3)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
+            ylabel="mean |∂L/∂z_c| / Σ_c",
+            title=("where each loss puts its gradient " if not many else "")
+            + f"(val tokens, V = {vocab:,})",
         )
-    axes[1].invert_yaxis()
-    axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
-    fig.tight_layout()
+    if not many:
+        vocab, p, gate = runs[0]
+        axes[0].legend(fontsize=7)
+        groups = sorted(gate["group"], key=order)
+        g = gate.set_index("group").loc[groups]
+        names = [label(x) for x in groups]
+        bars = axes[1].barh(names, g["top_class_below_zero"], color=[color(x) for x in groups])
+        for bar, share, top in zip(
+            bars, g["top_class_below_zero"], g["mean_top_logit"], strict=True
+        ):
+            axes[1].text(  # the value is written out: a share of 0 draws no bar
+                max(share, 0) + 0.02,
+                bar.get_y() + bar.get_height() / 2,
+                f"{share:.3f} (mean top-class z {top:.1f})",
+                va="center",
+                fontsize=8,
+            )
+        axes[1].invert_yaxis()
+        axes[1].set(xlim=(0, 1), xlabel="share of tokens", title="ensemble's top class has z < 0")
+        fig.tight_layout()
+        return save(fig, out, name)
+    table = pd.concat([gate.assign(vocab=vocab) for vocab, _, gate in runs], ignore_index=True)
+    vocabs = [vocab for vocab, _, _ in runs]
+    for ax, column, title in (
+        (axes[-2], "head_share", "head share of Σ_c |∂L/∂z_c|"),
+        (axes[-1], "top_class_below_zero", "share of tokens whose top class has z < 0"),
+    ):
+        for g in sorted(set(table["group"]), key=order):
+            rows = table[table["group"] == g].sort_values("vocab")
+            ax.plot(rows["vocab"], rows[column], "-o", ms=4, color=color(g), label=label(g))
+        ax.set(xscale="log", xlabel="number of classes V", ylim=(-0.03, 1.03), title=title)
+        ax.set_xticks(vocabs, [f"{v:,}" for v in vocabs])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    legend_outside(fig, axes, right=0.86)
     return save(fig, out, name)
 
 

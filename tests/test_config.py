@@ -126,6 +126,12 @@ def test_the_sweep_keys_are_checked():
     cfg = config("text_smoke", **{"group_vocab_sizes": only_500, "lr_search.vocab": 50})
     err = refused(cfg, "gradient_analysis.token_vocab")  # the diagnostic's V has no student
     assert "a V at which a method group runs" in str(err)
+    both = config("translation_smoke")  # the diagnostic at every V: a list of sizes
+    assert both["gradient_analysis"]["token_vocab"] == [200, 600]
+    check(both, "translation")
+    for bad in ([200, 700], [600, 600]):
+        cfg = config("translation_smoke", **{"gradient_analysis.token_vocab": bad})
+        refused(cfg, "gradient_analysis.token_vocab")
     refused(config("text_smoke", **{"lr_search.vocab": 70}), "lr_search.vocab")
     cfg = config("text_smoke", **{"lr_search.lrs": [0.01, 0.0100000001]})  # one file name
     refused(cfg, "lr_search.lrs")

@@ -29,13 +29,14 @@ def test_sub_runs_systems_and_the_groups_at_each_vocab():
         "results/text_smoke/V500/eval/end2-seed0",
     ]
     assert p.runs("x/{method}", method=["end2"]) == ["x/end2"]  # V dropped where not a wildcard
-    assert p.token_vocab == 50 and p.token_groups == ["end", "pd_end2", "pd_end2_moff0_bias"]
+    assert p.token_vocabs == [50]
+    assert p.token_groups == {50: ["end", "pd_end2", "pd_end2_moff0_bias"]}
     image = Plan(config("smoke"), spec("image"))
     assert image.RUN == image.R == "results/smoke" and image.runs("a/{seed}", seed=[2, 1]) == [
         "a/2",
         "a/1",
     ]
-    assert image.runs("a") == ["a"] and image.token_vocab is None
+    assert image.runs("a") == ["a"] and image.token_vocabs == []
 
 
 def test_config_slices_of_members_students_and_trials():

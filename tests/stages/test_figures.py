@@ -292,6 +292,42 @@ def test_text_figures_show_the_values_of_the_files_given(tmp_path, gradient, dra
         plt.close(fig)
 
 
+def test_the_gradient_diagnostic_at_several_vocabularies_draws_each_v_and_the_shares_against_v(
+    tmp_path, drawn
+):
+    """One profile panel per V (given in any order, drawn by V), then each group's head share
+    and below-zero share against V, read from the gate tables; the legend outside the panels."""
+    files = {}
+    for vocab, head in ((400, 0.9), (50, 0.6)):
+        rank = np.arange(1, vocab + 1)
+        d = tmp_path / f"V{vocab}"
+        d.mkdir()
+        pd.DataFrame({"rank": rank, "mean_prob": 1 / rank, "end": 1 / rank,
+                      "pd_end2_moff0": 1 / rank**2}).to_csv(d / "p.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {"group": ["end", "pd_end2_moff0"], "top_class_below_zero": [0.0, head / 3],
+             "head_share": [head, head / 2], "mean_top_logit": [6.0, 3.5]}
+        ).to_csv(d / "g.csv", index=False)  # fmt: skip
+        files[vocab] = (d / "p.csv", d / "g.csv")
+    given = [files[400], files[50]]
+    plotting.token_gradients(tmp_path / "fig", [p for p, _ in given], [g for _, g in given])
+    fig = drawn["token_gradients"]
+    first, second, head, below = fig.axes
+    assert [first.get_title(), second.get_title()] == [
+        "(val tokens, V = 50)",
+        "(val tokens, V = 400)",
+    ]
+    assert len(_lines(second)["EnD"][0]) == 400
+    np.testing.assert_array_equal(_lines(head)["EnD"][0], [50, 400])
+    np.testing.assert_allclose(_lines(head)["EnD"][1], [0.6, 0.9])
+    np.testing.assert_allclose(_lines(head)["PD-EnD² moff0"][1], [0.3, 0.45])
+    np.testing.assert_allclose(_lines(below)["PD-EnD² moff0"][1], [0.2, 0.3])
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {"EnD", "PD-EnD² moff0"}
+    with pytest.raises(ValueError, match="2 profiles for 1 gate tables"):
+        plotting.token_gradients(tmp_path / "fig2", [given[0][0], given[1][0]], [given[0][1]])
+    plt.close(fig)
+
+
 def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colours(
     tmp_path, drawn
 ):

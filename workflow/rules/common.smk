@@ -114,8 +114,8 @@ def figure_files(kind):
         "profile": lambda: rules.gradient_analysis.output.profile,
         "sweep": lambda: f"{R}/tables/sweep.csv",  # one of rule aggregate's tables
         "curves": lambda: runs(rules.distill.output.curve, method=METHODS, seed=STUDENT_SEEDS),
-        "token_profile": lambda: rules.token_gradients.output.profile,
-        "token_gate": lambda: rules.token_gradients.output.gate,
+        "token_profile": lambda: expand(rules.token_gradients.output.profile, vocab=P.token_vocabs),
+        "token_gate": lambda: expand(rules.token_gradients.output.gate, vocab=P.token_vocabs),
     }[kind]()
 
 
