@@ -32,6 +32,12 @@ include: "workflow/rules/teacher.smk"
 include: "workflow/rules/distill.smk"
 
 
+if P.ensemble_targets:
+
+    include: "workflow/rules/translations.smk"
+
+
+
 if LR_SEARCH:
 
     include: "workflow/rules/lr_search.smk"

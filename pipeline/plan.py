@@ -77,6 +77,12 @@ class Plan:
         self.token_groups = {v: checks.token_groups(config, v) for v in self.token_vocabs}
         # the students run the members themselves (the image task's teacher.mode: online)
         self.online_teacher = spec.cached_teacher and spec.teacher_mode(config) == "online"
+        # the students learn on the ensemble's own outputs (students.targets: ensemble)
+        self.ensemble_targets = (
+            spec.ensemble_targets and config["students"].get("targets") == "ensemble"
+        )
+        shards = (config.get("ensemble_translations") or {}).get("shards", 1)
+        self.translation_shards = list(range(int(shards))) if self.ensemble_targets else []
 
     # ------------------------------------------------------------------ which jobs
     def wanted(self, combo: dict) -> bool:
@@ -138,13 +144,44 @@ class Plan:
             cfg["group"] = group
         if self.online_teacher:
             cfg["teacher_mode"] = "online"  # the members run on the student's own batch
+        if self.ensemble_targets and vocab is not None:
+            cfg["translations"] = self.translations(f"{self.R}/V{vocab}")
         return cfg
 
     def lr_trial_config(self, group: str, lr) -> dict:
         """A trial's config: the group's students slice (without ``vocab_overrides``: the
         trials' budget is ``lr_search.overrides``), ``lr_search.overrides``, the trial's rate."""
         over = self.lr_search.get("overrides", {})
-        return {**self.student_config(group), **over, "lr": float(lr)}
+        cfg = {**self.student_config(group), **over, "lr": float(lr)}
+        if self.ensemble_targets:
+            cfg["translations"] = self.translations(self.lr_run)
+        return cfg
+
+    def translations(self, run: str | None = None) -> str:
+        """The folder of the ensemble's translations of the train sources in a sub-run."""
+        return f"{run or self.RUN}/ensemble_translations"
+
+    def translation_config(self) -> dict:
+        """How the ensemble translates the train sources: the teacher's decoding settings."""
+        t = self.config.get("teacher", {})
+        return {k: t[k] for k in ("beam", "alpha", "batch") if k in t}
+
+    def student_data_inputs(self, run: str | None = None) -> dict[str, str]:
+        """A student's training targets beyond the prepared data: the ensemble's translations
+        where the students learn on them, else none."""
+        if not self.ensemble_targets:
+            return {}
+        return {"translations": f"{self.translations(run)}/train.safetensors"}
+
+    def translated_pairs(self, vocab) -> list[str]:
+        """The ``train_pairs`` of every job that reads the translations at V = ``vocab`` (the
+        students there and, at the search's V, the learning-rate trials; ``all`` for every
+        pair): the decoded rows cover each of their subsets."""
+        sizes = [checks.student_settings(self.config, vocab).get("train_pairs")]
+        if self.lr_search and int(vocab) == self.lr_vocab:
+            over = self.lr_search.get("overrides", {})
+            sizes.append(over.get("train_pairs", self.config["students"].get("train_pairs")))
+        return ["all" if p is None else str(int(p)) for p in sizes]
 
     # ------------------------------------------------------------------ files
     def data_files(self) -> list[str]:

@@ -133,6 +133,8 @@ def test_the_sweep_keys_are_checked():
         cfg = config("translation_smoke", **{"gradient_analysis.token_vocab": bad})
         refused(cfg, "gradient_analysis.token_vocab")
     refused(config("text_smoke", **{"lr_search.vocab": 70}), "lr_search.vocab")
+    alone = config("translation_smoke", ensemble_translations={"shards": 2})  # without targets
+    assert "students.targets: ensemble" in str(refused(alone, "ensemble_translations"))
     cfg = config("text_smoke", **{"lr_search.lrs": [0.01, 0.0100000001]})  # one file name
     refused(cfg, "lr_search.lrs")
     image = config("smoke")

@@ -189,8 +189,9 @@ def _params(fn) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_implements_the_interface(name):
-    """Each function of the Task protocol (and of Diagnostic exactly where the spec declares
-    it) with the protocol's parameters, in its order; the spec is the package's own."""
+    """Each function of the Task protocol (and of Diagnostic and EnsembleTargets exactly where
+    the spec declares them) with the protocol's parameters, in its order; the spec is the
+    package's own."""
     impl = tasks.load(name)
     spec = tasks.spec(name)
     for function in tasks.INTERFACE:
@@ -200,7 +201,7 @@ def test_every_task_implements_the_interface(name):
     for function, flag in tasks.OPTIONAL.items():
         assert (function in vars(impl)) == getattr(spec, flag), (name, function)
         if getattr(spec, flag):
-            want = _params(getattr(tasks.Diagnostic, function))
+            want = _params(getattr(tasks.PROTOCOLS[flag], function))
             assert _params(getattr(impl, function)) == want, (name, function)
     schemas = {p.name for p in (REPO / "workflow" / "schemas").glob("*.yaml")}
     assert spec.name == name and spec.schema in schemas

@@ -97,3 +97,25 @@ def test_figure_and_analysis_arguments_come_from_the_registry_and_config():
     assert text.token_args() == ""  # the stage's default
     sentences = config("text_smoke", **{"gradient_analysis.token_sentences": 50})
     assert Plan(sentences, spec("text")).token_args() == "--sentences 50"
+
+
+def test_students_on_the_ensemble_s_translations_read_them_at_their_v():
+    """students.targets: ensemble: each student's config names its V's translations, the
+    learning-rate trials those at the search's V; the decoded rows cover the trials' pairs too."""
+    cfg = config(
+        "translation_full",
+        **{"students.targets": "ensemble", "ensemble_translations": {"shards": 3}},
+    )
+    p = Plan(cfg, spec("translation"))
+    assert p.ensemble_targets and p.translation_shards == [0, 1, 2]
+    R = "results/translation_full"
+    assert p.student_config("end", 1000)["translations"] == f"{R}/V1000/ensemble_translations"
+    assert p.lr_trial_config("end", 0.001)["translations"] == f"{R}/V4000/ensemble_translations"
+    assert p.student_data_inputs(f"{R}/V4000") == {
+        "translations": f"{R}/V4000/ensemble_translations/train.safetensors"
+    }
+    assert p.translated_pairs(4000) == ["14000", "3000"] and p.translated_pairs(1000) == ["14000"]
+    assert p.translation_config() == {"beam": 5, "alpha": 1.0, "batch": 32}
+    reference = Plan(config("translation_full"), spec("translation"))
+    assert not reference.ensemble_targets and reference.student_data_inputs() == {}
+    assert "translations" not in reference.student_config("end", 1000)

@@ -5,8 +5,9 @@ A task is a package ``pipeline/tasks/<name>/`` with
 * ``spec.py``: its :class:`TaskSpec` as ``SPEC`` (torch-free: the workflow reads it while it
   builds the DAG). :data:`TASKS` discovers every package that has one; adding a task edits no
   shared module;
-* ``__init__.py``: the functions of the :class:`Task` protocol (and of :class:`Diagnostic` where
-  its spec declares ``gradient_diagnostic``), each importing its implementation inside its body
+* ``__init__.py``: the functions of the :class:`Task` protocol (and of :class:`Diagnostic` and
+  :class:`EnsembleTargets` where its spec declares ``gradient_diagnostic``, ``ensemble_targets``;
+  :data:`PROTOCOLS`), each importing its implementation inside its body
   (:mod:`pipeline.imports` follows those imports per stage, so an edit reruns only the stages
   that call it).
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -44,6 +46,8 @@ __all__ = [
     "DEFAULT_TASK",
     "INTERFACE",
     "OPTIONAL",
+    "PROTOCOLS",
+    "EnsembleTargets",
     "TASKS",
     "Diagnostic",
     "Published",
@@ -179,10 +183,51 @@ class Diagnostic(Protocol):
         token_gradients``)."""
 
 
+class EnsembleTargets(Protocol):
+    """The students' targets from the ensemble's own outputs for the train inputs, where
+    ``TaskSpec.ensemble_targets`` (``pipeline.stages.translate_train``)."""
+
+    def translated_rows(self, data_dir: str | Path, vocab: int, train_pairs: list) -> np.ndarray:
+        """``[m]`` the train rows the ensemble's outputs are needed for: the union of the
+        readers' subsets (their ``train_pairs``, ``None`` = all)."""
+
+    def translate_shard(
+        self,
+        data_dir: str | Path,
+        member_files: list[Path],
+        vocab: int,
+        rows: np.ndarray,
+        cfg: dict,
+        device: torch.device,
+        out: str | Path,
+    ) -> None:
+        """Write the ensemble's outputs for the train inputs ``rows`` to ``out``."""
+
+    def merge_translations(
+        self,
+        shards: list[Path],
+        rows: np.ndarray,
+        data_dir: str | Path,
+        member_files: list[Path],
+        vocab: int,
+        cfg: dict,
+        out: str | Path,
+    ) -> dict:
+        """Merge the shards (exactly ``rows``) into the folder the students read; its
+        manifest."""
+
+
 INTERFACE = tuple(n for n in vars(Task) if not n.startswith("_"))
 """The functions every task package provides (:class:`Task`)."""
-OPTIONAL = {"gradient_diagnostic": "gradient_diagnostic"}
+OPTIONAL = {
+    "gradient_diagnostic": "gradient_diagnostic",
+    "translated_rows": "ensemble_targets",
+    "translate_shard": "ensemble_targets",
+    "merge_translations": "ensemble_targets",
+}
 """Functions a task provides exactly when its spec's flag of that name is true."""
+PROTOCOLS = {"gradient_diagnostic": Diagnostic, "ensemble_targets": EnsembleTargets}
+"""The protocol of each flag's functions."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +294,10 @@ class TaskSpec:
             the student option ``init_bias: log_marginal``).
         gradient_diagnostic: the task runs the real-data gradient diagnostic
             (:class:`Diagnostic`; rule ``token_gradients``).
+        ensemble_targets: the students may learn on the ensemble's own outputs for the train
+            inputs instead of the references (``students.targets: ensemble``; the translation
+            task: its beam-search translations, rules ``translate_shard`` and
+            ``ensemble_translations``).
         teacher_mode: config -> how the students' teacher runs where the task offers a choice
             (the image task: ``online`` or ``cache``, handed to ``student_teacher`` as the
             students' ``teacher_mode``); ``None`` where it has one way.
@@ -273,6 +322,7 @@ class TaskSpec:
     curves: bool = False
     log_marginal: bool = False
     gradient_diagnostic: bool = False
+    ensemble_targets: bool = False
     teacher_mode: Callable[[dict], str | None] = _one_teacher
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 its own settings, and the same rules run end to end with a tiny model, a joint vocabulary and an
 OOD set read from a file."""
 
+import json
 import random
 
 import pandas as pd
@@ -60,6 +61,8 @@ def test_wmt17_config_dry_runs_with_its_own_settings(corpus, tmp_path):
     counts = job_counts(r.stdout + r.stderr)
     assert counts["train_member"] == 10 and counts["distill"] == 3, counts
     assert counts["evaluate"] == 10 + 1 + 3 and counts["cache_teacher"] == 1
+    # the students learn on the ensemble's translations of the train sources (the paper)
+    assert counts["translate_shard"] == 64 and counts["ensemble_translations"] == 1
     assert "pipeline.launch --processes 8 --nodes 1 -- pipeline.stages.train" in r.stdout  # DDP
 
 
@@ -80,6 +83,7 @@ def test_wmt17_rules_run_end_to_end_on_the_tiny_corpus(corpus, tmp_path):
         students={**base["students"], **small, "curve_every": 5},
         teacher={"beam": 2, "alpha": 1.0, "batch": 8, "eval_size": 10},
         gradient_analysis={"token_vocab": 30, "token_sentences": 5},
+        ensemble_translations={"shards": 2},
     )
     r = snakemake("--cores", 2, "--configfile", write_config(cfg, tmp_path / "c.yaml"))
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
@@ -95,3 +99,11 @@ def test_wmt17_rules_run_end_to_end_on_the_tiny_corpus(corpus, tmp_path):
     assert {"ood_other", "ood_permuted", "shift"} <= set(tidy["split"])
     assert set(tidy[tidy["metric"] == "bleu"]["split"]) == {"test", "shift"}
     assert (results / "tables" / "convergence.md").is_file()
+    # every student learnt on the ensemble's translations of all 299 train sources
+    translated = json.loads(
+        (results / "V30" / "ensemble_translations" / "manifest.json").read_text()
+    )
+    assert translated["rows"] == 299
+    for method in cfg["students"]["methods"]:
+        log = (results / "V30" / "logs" / "distill" / method / "seed0.log").read_text()
+        assert f"pairs=299 target tokens={translated['target_tokens']} " in log

@@ -77,6 +77,7 @@ def resource_records():
         + runs(rules.cache_teacher.output.res)
         + runs(rules.distill.output.res, method=METHODS, seed=STUDENT_SEEDS)
         + runs(rules.evaluate.output.res, system=SYSTEMS)
+        + (runs(rules.translate_shard.output.res, shard=P.translation_shards) if P.ensemble_targets else [])
     )
 
 

@@ -8,6 +8,7 @@ use rule train_member as distill with:
         data=f"{R}/data/manifest.json",
         splits=P.data_files(),
         **P.student_teacher_inputs(),
+        **P.student_data_inputs(),
         members=P.member_files(),
         lr=lr_choice_input,
     output:

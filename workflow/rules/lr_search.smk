@@ -11,6 +11,7 @@ use rule distill as lr_trial with:
         data=f"{R}/data/manifest.json",
         splits=P.data_files(),
         **P.student_teacher_inputs(P.lr_run),
+        **P.student_data_inputs(P.lr_run),
         members=P.member_files(P.lr_run),
     output:
         model=f"{LR_TRIAL}/model.safetensors",

@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 
     from pipeline.engine import TrainingSet
 
-__all__ = [*INTERFACE, "gradient_diagnostic"]
+__all__ = [
+    *INTERFACE,
+    "gradient_diagnostic",
+    "merge_translations",
+    "translate_shard",
+    "translated_rows",
+]
 # Each function imports the implementation it needs inside its body (pipeline.imports follows
 # those imports per stage); importing this package imports no torch.
 
@@ -62,7 +68,9 @@ def training_set(
 ) -> TrainingSet:
     """The train pairs at V target classes (``cfg["train_pairs"]``: one fixed subset, the same
     for every job) in token-based batches (``batch_size``: pairs per batch on average), and the
-    first ``cfg["val_size"]`` valid pairs."""
+    first ``cfg["val_size"]`` valid pairs. With ``cfg["targets"] == "ensemble"`` (students) the
+    targets are the ensemble's translations of the sources, read from ``cfg["translations"]``
+    (:mod:`.distill_data`); the validation pairs keep their references."""
     from pipeline.engine import Feed, TrainingSet
     from pipeline.tasks.translation.batches import Pairs, keep_rows, token_batches
     from pipeline.tasks.translation.data import load_manifest, load_split
@@ -74,6 +82,13 @@ def training_set(
     rows = keep_rows(len(train), cfg.get("train_pairs"))
     if rows is not None:
         train = train.subset(rows)
+    targets = None  # the references, else the ensemble's translations (students.targets)
+    if cfg.get("targets", "reference") == "ensemble":
+        from pipeline.tasks.translation.distill_data import load_targets
+
+        rows = range(len(d["src"])) if rows is None else rows.tolist()
+        tgt, targets = load_targets(cfg["translations"], data_dir, vocab, rows)
+        train = Pairs(train.src, tgt)
     v = load_split(data_dir, "valid", vocab)
     size = int(cfg.get("val_size") or len(v["src"]))
     val = Pairs(v["src"][:size], v["tgt"][:size])
@@ -88,7 +103,8 @@ def training_set(
         inputs=train,
         targets=lambda idx: train.targets(idx).to(device),
         info={"vocab_size": vocab, "source_vocab": int(manifest["source_vocab"])},
-        fp_inputs={"data": sha, "vocab": vocab, "train_pairs": cfg.get("train_pairs")},
+        fp_inputs={"data": sha, "vocab": vocab, "train_pairs": cfg.get("train_pairs")}
+        | ({"targets": targets} if targets else {}),
         data_sha256=sha,
         val=val,
         about=f"V={vocab} pairs={len(train)} target tokens={sum(len(t) for t in train.tgt)}",
@@ -161,3 +177,27 @@ def figure_module() -> ModuleType:
     from pipeline.tasks.translation import figures
 
     return figures
+
+
+def translated_rows(data_dir, vocab: int, train_pairs: list[int | None]):
+    """The train rows whose sources the ensemble translates for the students (``students.
+    targets: ensemble``): the union of the readers' subsets (:mod:`.distill_data`)."""
+    from pipeline.tasks.translation.data import load_split
+    from pipeline.tasks.translation.distill_data import decoded_rows
+
+    return decoded_rows(len(load_split(data_dir, "train", vocab)["src"]), train_pairs)
+
+
+def translate_shard(data_dir, member_files, vocab: int, rows, cfg: dict, device, out) -> None:
+    """Translate the train sources ``rows`` with the ensemble and write them to ``out``."""
+    from pipeline.io import atomic_save
+    from pipeline.tasks.translation.distill_data import translate_shard as translate
+
+    atomic_save(translate(data_dir, member_files, vocab, rows, cfg, device), Path(out))
+
+
+def merge_translations(shards, rows, data_dir, member_files, vocab: int, cfg: dict, out) -> dict:
+    """Merge the shards (holding exactly ``rows``) into the students' targets folder ``out``."""
+    from pipeline.tasks.translation.distill_data import merge
+
+    return merge(shards, rows, data_dir, member_files, vocab, cfg, out)

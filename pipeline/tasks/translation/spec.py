@@ -37,7 +37,8 @@ def raw_inputs(config: dict) -> list[str]:
 
 def check(config: dict) -> None:
     """A parallel corpus names its files and has no Austen OOD set (that one reads the Debian
-    packages); a joint vocabulary is one size."""
+    packages); a joint vocabulary is one size; ``ensemble_translations`` goes with
+    ``students.targets: ensemble``."""
     ds = config["dataset"]
     if ds["name"] == "parallel_text":
         if "austen" in config["ood"].get("sets", []):
@@ -58,6 +59,12 @@ def check(config: dict) -> None:
         raise ConfigError("vocab_sizes", config["vocab_sizes"], "one size with joint_vocab")
     if not ds.get("joint_vocab") and "source_vocab" not in ds:
         raise ConfigError("dataset.source_vocab", None, "a size (or dataset.joint_vocab: true)")
+    if "ensemble_translations" in config and config["students"].get("targets") != "ensemble":
+        raise ConfigError(
+            "ensemble_translations",
+            config["ensemble_translations"],
+            "only with students.targets: ensemble",
+        )
 
 
 SPEC = TaskSpec(
@@ -121,6 +128,7 @@ SPEC = TaskSpec(
     curves=True,
     log_marginal=True,
     gradient_diagnostic=True,
+    ensemble_targets=True,
 )
 """The translation task: Spanish -> English Bible verses at V target sub-words (the class-count
 sweep), Transformer members and students, the members as an online teacher."""
