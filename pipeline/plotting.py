@@ -267,8 +267,9 @@ def token_gradients(
             yscale="log",
             xlabel="rank of π̄_c in the token (1 = ensemble's top class)",
             ylabel="mean |∂L/∂z_c| / Σ_c",
-            title=("where each loss puts its gradient " if not many else "")
-            + f"(val tokens, V = {vocab:,})",
+            title=f"where each loss puts its gradient (val tokens, V = {vocab:,})"
+            if not many
+            else f"gradient by rank, V = {vocab:,} (val tokens)",
         )
     if not many:
         vocab, p, gate = runs[0]

@@ -314,8 +314,8 @@ def test_the_gradient_diagnostic_at_several_vocabularies_draws_each_v_and_the_sh
     fig = drawn["token_gradients"]
     first, second, head, below = fig.axes
     assert [first.get_title(), second.get_title()] == [
-        "(val tokens, V = 50)",
-        "(val tokens, V = 400)",
+        "gradient by rank, V = 50 (val tokens)",
+        "gradient by rank, V = 400 (val tokens)",
     ]
     assert len(_lines(second)["EnD"][0]) == 400
     np.testing.assert_array_equal(_lines(head)["EnD"][0], [50, 400])
