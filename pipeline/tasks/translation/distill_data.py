@@ -38,7 +38,7 @@ from pipeline.io import (
 )
 from pipeline.tasks.translation import data as TD
 from pipeline.tasks.translation.batches import keep_rows
-from pipeline.tasks.translation.model import load_model
+from pipeline.tasks.translation.model import load_members
 from pipeline.tasks.translation.systems import decode
 
 __all__ = ["decoded_rows", "load_targets", "merge", "translate_shard"]
@@ -62,10 +62,7 @@ def translate_shard(
     """The ensemble's beam-search translations of the train sources ``rows``: ``rows`` and
     ``hyp.tokens``/``hyp.offsets``. ``cfg``: the decoding settings (``beam``, ``alpha``,
     ``batch``), as the teacher decodes."""
-    loaded = [load_model(p) for p in member_files]
-    if any(int(meta["vocab_size"]) != vocab for _, meta in loaded):
-        raise ValueError(f"a member of {member_files} is not at V={vocab}")
-    members = [m.to(device).requires_grad_(False) for m, _ in loaded]
+    members = load_members(member_files, vocab, device)
     src = TD.load_split(data_dir, "train", vocab)["src"]
     hyps = decode(members, [src[int(r)] for r in rows], cfg, device, ", ensemble, train")
     log(f"{len(rows)} train sources translated by the {len(members)}-member ensemble")
