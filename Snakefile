@@ -37,7 +37,6 @@ if P.ensemble_targets:
     include: "workflow/rules/translations.smk"
 
 
-
 if LR_SEARCH:
 
     include: "workflow/rules/lr_search.smk"
