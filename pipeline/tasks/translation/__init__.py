@@ -86,6 +86,12 @@ def training_set(
     if cfg.get("targets", "reference") == "ensemble":
         from pipeline.tasks.translation.distill_data import load_targets
 
+        if not cfg.get("translations"):
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(
+                "students.targets", "ensemble", "reference, unless the job names its translations"
+            )
         rows = range(len(d["src"])) if rows is None else rows.tolist()
         tgt, targets = load_targets(cfg["translations"], data_dir, vocab, rows)
         train = Pairs(train.src, tgt)

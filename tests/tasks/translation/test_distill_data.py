@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import ConfigError
 from pipeline.io import ArtifactError, save_model
 from pipeline.tasks import translation as T
 from pipeline.tasks.translation import distill_data as DD
@@ -94,6 +95,8 @@ def test_merged_shards_are_the_ensemble_s_beam_translations_and_the_student_lear
     assert [t.tolist() for t in ts.inputs.tgt] == [by_row[r].tolist() for r in mine]
     assert [s.tolist() for s in ts.inputs.src] == [src[r].tolist() for r in mine]
     assert ts.fp_inputs["targets"] == info["sha256"]  # new translations: no old checkpoint
+    with pytest.raises(ConfigError, match="students.targets"):  # no translations named
+        T.training_set(data, {**cfg, "translations": None}, V, torch.device("cpu"))
     reference = T.training_set(data, {**cfg, "targets": "reference"}, V, torch.device("cpu"))
     assert "targets" not in reference.fp_inputs
     assert [t.tolist() for t in reference.inputs.tgt] != [t.tolist() for t in ts.inputs.tgt]
