@@ -178,9 +178,9 @@ class Plan:
         students there and, at the search's V, the learning-rate trials; ``all`` for every
         pair): the decoded rows cover each of their subsets."""
         sizes = [checks.student_settings(self.config, vocab).get("train_pairs")]
-        if self.lr_search and int(vocab) == self.lr_vocab:
-            over = self.lr_search.get("overrides", {})
-            sizes.append(over.get("train_pairs", self.config["students"].get("train_pairs")))
+        if self.lr_search and int(vocab) == self.lr_vocab:  # the trials' budget: lr_trial_config
+            trials = {**checks.student_settings(self.config), **self.lr_search.get("overrides", {})}
+            sizes.append(trials.get("train_pairs"))
         return ["all" if p is None else str(int(p)) for p in sizes]
 
     # ------------------------------------------------------------------ files

@@ -41,7 +41,7 @@ from pipeline.tasks.translation import corpus as C
 from pipeline.tasks.translation import parallel as P
 from pipeline.tasks.translation import vocab as Vb
 
-__all__ = ["SPLITS", "load_manifest", "load_split", "prepare", "tokenizer"]
+__all__ = ["SPLITS", "load_manifest", "load_split", "prepare", "ragged_rows", "tokenizer"]
 
 SPLITS = ("train", "valid", "test", "shift")
 """The splits with references; the OOD sets (``ood_<name>``) have sources only."""
@@ -180,9 +180,12 @@ def tokenizer(data_dir: str | Path, side: str, vocab: int | None = None):
     return Vb.processor(path.read_bytes())
 
 
-def _rows(t: dict, key: str, path: Path) -> list[torch.Tensor]:
+def ragged_rows(t: dict, key: str, path: Path, rule: str = RULE) -> list[torch.Tensor]:
+    """The id sequences (int64) of the :func:`pipeline.io.ragged` pair ``<key>.tokens``,
+    ``<key>.offsets`` of the tensors ``t`` read from ``path``; offsets that do not index the
+    tokens are an :class:`ArtifactError` naming ``rule``."""
     tokens, offsets = t[f"{key}.tokens"].long(), t[f"{key}.offsets"]
-    lengths = ragged_lengths(tokens, offsets, path, RULE, f"{key}: ")
+    lengths = ragged_lengths(tokens, offsets, path, rule, f"{key}: ")
     return list(torch.split(tokens, lengths.tolist()))
 
 
@@ -199,11 +202,11 @@ def load_split(data_dir: str | Path, split: str, vocab: int | None) -> dict:
     if not text_path.is_file() or sha256_file(text_path) != entry["text_sha256"]:
         raise ArtifactError(text_path, "is missing or does not match its recorded sha256", RULE)
     text = json.loads(text_path.read_text())
-    out = {"src": _rows(t, "src", path), "src_text": text["src"]}
+    out = {"src": ragged_rows(t, "src", path), "src_text": text["src"]}
     if "tgt" in text and vocab is not None:
         if f"tgt{vocab}.tokens" not in t:
             raise ConfigError(
                 "vocab_sizes", vocab, f"one of the prepared {manifest['vocab_sizes']}"
             )
-        out.update(tgt=_rows(t, f"tgt{vocab}", path), tgt_text=text["tgt"], refs=text["ref"])
+        out.update(tgt=ragged_rows(t, f"tgt{vocab}", path), tgt_text=text["tgt"], refs=text["ref"])
     return out

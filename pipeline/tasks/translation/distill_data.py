@@ -6,14 +6,15 @@ the references).
 Rules ``translate_shard`` and ``ensemble_translations`` (stage ``translate_train``) write, per
 target vocabulary V, ``<run>/ensemble_translations/``:
 
-* ``shard<i>.safetensors`` (one job each, ``students.translation_shards`` of them, so a large
+* ``shard<i>.safetensors`` (one job each, ``ensemble_translations.shards`` of them, so a large
   training set decodes as many independent jobs): ``rows [n_i]`` (indices into the train split)
   and the hypotheses ``hyp.tokens``/``hyp.offsets`` (EOS last, :func:`pipeline.io.ragged`);
 * ``train.safetensors`` (the shards merged, ``rows`` ascending) and ``manifest.json`` (the
   train split's and the members' sha256, the decoding settings, the code fingerprint).
 
-A student whose ``train_pairs`` subset is not inside the decoded rows, or whose data or members
-are not the manifest's, stops with an :class:`pipeline.io.ArtifactError` naming the file.
+A student whose ``train_pairs`` subset is not inside the decoded rows, or whose V or train split
+is not the manifest's, stops with an :class:`pipeline.io.ArtifactError` naming the folder (the
+workflow reruns the translations when the members change: they are its inputs).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pipeline.io import (
     atomic_save,
     atomic_write_text,
     ragged,
-    ragged_lengths,
     read_json,
     read_tensors,
     sha256_file,
@@ -79,9 +79,8 @@ def merge(shard_files, want: np.ndarray, data_dir, member_files, vocab, cfg, out
     rows, hyps = [], []
     for f in shard_files:
         t = read_tensors(f, rule="translate_shard")
-        offsets = t["hyp.offsets"]
         rows += t["rows"].tolist()
-        hyps += [t["hyp.tokens"][offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        hyps += TD.ragged_rows(t, "hyp", f, "translate_shard")
     if sorted(rows) != sorted(int(r) for r in want) or len(set(rows)) != len(rows):
         raise ArtifactError(out, f"its shards hold {len(rows)} rows, not the {len(want)} wanted")
     order = np.argsort(rows, kind="stable")
@@ -125,7 +124,5 @@ def load_targets(translations, data_dir, vocab: int, rows) -> tuple[list[torch.T
         raise ArtifactError(
             translations, f"lacks {len(missing)} of the student's train rows (first {missing[0]})"
         )
-    offsets, tokens = t["hyp.offsets"], t["hyp.tokens"]
-    ragged_lengths(tokens, offsets, translations / "train.safetensors", RULE)
-    rows = [where[int(r)] for r in rows]
-    return [tokens[offsets[i] : offsets[i + 1]] for i in rows], info["sha256"]
+    hyps = TD.ragged_rows(t, "hyp", translations / "train.safetensors", RULE)
+    return [hyps[where[int(r)]] for r in rows], info["sha256"]
