@@ -95,6 +95,24 @@ def summary_table(rows: pd.DataFrame, column: pd.Series, by: str | None = None) 
     return Table(w)
 
 
+CONFIDENCE = {
+    "top_prob": "mean top prob",
+    "confident_share": "share top",
+    "tail_log_mean": "mean ln π̄ tail",
+}
+"""The token and translation tasks' confidence metrics (members and ensemble on test tokens):
+mean top probability, the share of tokens whose top class holds more than each level, and the
+ensemble's mean ``ln pi_bar`` over the classes below its top one."""
+
+
+def confidence_table(tidy: pd.DataFrame) -> Table:
+    """The :data:`CONFIDENCE` rows of ``tidy`` per V (:func:`summary_table`), a column per
+    metric and level (``share top >0.9``)."""
+    conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
+    level = conf["measure"].map(lambda m: f" {m}" if m else "")
+    return summary_table(conf, conf["metric"].map(CONFIDENCE) + level, by="vocab")
+
+
 def resources_table(records: list[Path], root: Path | None = None) -> pd.DataFrame:
     """One row per job's ``*.resources.json`` record; the job is named by the record's path
     relative to ``root`` without its ``benchmarks`` folder and suffix."""

@@ -16,6 +16,11 @@ from pipeline.maths.dirichlet import student_alphas
 ROW_BLOCK = 1 << 18
 """Per-token measures work on row blocks of about this many logits (cache-sized)."""
 _F64 = torch.float64
+CONFIDENT = (0.5, 0.9)
+"""Top-probability levels of the confidence tables: the share of tokens whose top class holds
+more than each (how confident members and ensemble are, the paper's regime). Label smoothing
+0.1 caps a translation member's top probability near 0.9, so the 0.5 share says more of a
+smoothed member."""
 
 
 def _entropy(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -109,3 +114,21 @@ def dirichlet_tokens(logits: torch.Tensor, m_off: float, y: torch.Tensor) -> dic
         }
         parts.append(_outputs(p_point, logp_point, y[r : r + rows], scores))
     return _cat(parts)
+
+
+def tail_log_mean(member_logits: list[torch.Tensor]) -> torch.Tensor:
+    """``[T]`` float64 per token: the mean of ``ln pi_bar_c`` over the ``V - 1`` classes below
+    the ensemble's top one, ``pi_bar`` the mean of the ``M`` members' softmaxes (``[T, V]``
+    logits each), in float64 (a float32 ``pi_bar`` underflows to 0 in the far tail). How small
+    the ensemble's tail is: the paper's many-class regime is confident members whose tail
+    classes sit far below the head. ``ln pi_bar`` is clamped at ``ln 1e-300``."""
+    m, (t, k) = len(member_logits), member_logits[0].shape
+    if k < 2:
+        raise ValueError(f"the tail needs at least 2 classes, got V={k}")
+    rows = max(1, ROW_BLOCK // k)
+    parts = []
+    for r in range(0, t, rows):
+        pbar = sum(torch.softmax(z[r : r + rows].double(), -1) for z in member_logits) / m
+        logp = torch.log(pbar.clamp_min(1e-300))
+        parts.append((logp.sum(-1) - logp.max(-1).values) / (k - 1))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=_F64)

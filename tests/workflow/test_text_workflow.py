@@ -46,6 +46,10 @@ def test_sweep_holds_every_vocab_and_system(text_smoke):
     top = conf[(conf["vocab"] == v) & (conf["system"] == f"member-{s}")]
     want = float((-cache[f"member-{s}.neg_confidence"].double()).mean())
     assert top[top["metric"] == "top_prob"]["value"].item() == pytest.approx(want)
+    tail = test[(test["vocab"] == v) & (test["metric"] == "tail_log_mean")]
+    assert list(tail["system"]) == ["ensemble"]  # the ensemble's tail, from the cache
+    want = float(cache["tail_log_mean"].double().mean())
+    assert tail["value"].item() == pytest.approx(want) and want < np.log(1 / v)
     ood = tidy[tidy["metric"] == "ood_auroc"]
     assert set(ood["split"]) == {f"ood_{s}" for s in cfg["ood"]["sets"]}
     assert "seq_nll" in set(ood["measure"])

@@ -23,16 +23,13 @@ import torch
 
 from pipeline import methods
 from pipeline.maths import metrics as Mx
-from pipeline.maths.tokens import categorical_tokens, dirichlet_tokens
+from pipeline.maths.tokens import CONFIDENT, categorical_tokens, dirichlet_tokens
 from pipeline.maths.uncertainty import SCORES
 from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
-from pipeline.tasks.text.teacher import batches, check_manifest, load_split
+from pipeline.tasks.text.teacher import TAIL, batches, check_manifest, load_split
 
 SEQ_SCORES = (*SCORES, "seq_nll")
-CONFIDENT = (0.5, 0.9)
-"""Shares of test tokens whose top class holds more than each of these (the translation task
-reports the same, side by side)."""
 
 
 @torch.no_grad()
@@ -118,6 +115,8 @@ def evaluate_system(
             add(split, "top_prob", top.mean())
             for level in CONFIDENT:
                 add(split, "confident_share", (top > level).double().mean(), f">{level}")
+            if key == "ensemble":
+                add(split, "tail_log_mean", cache[TAIL].double().mean())
         for name in SCORES:
             add(split, "prr", Mx.prr(tok[name].numpy(), errors), measure=name)
     for split in info["splits"]:

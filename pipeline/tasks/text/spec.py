@@ -77,8 +77,9 @@ SPEC = TaskSpec(
             "measure: tables/ood.md.",
             "prr": "Token misclassification detection: prediction rejection ratio per measure.",
             "confidence": "How confident the members and the ensemble are on the test tokens: "
-            "mean top probability and the shares of tokens whose top class holds more than 0.5 "
-            "and 0.9 (the translation task's table has the same columns).",
+            "mean top probability, the shares of tokens whose top class holds more than 0.5 "
+            "and 0.9, and the ensemble's mean ln π̄ over the classes below its top one (the "
+            "translation task's table has the same columns).",
             "speed": "Training throughput (target tokens/s of the steps, validation excluded, "
             "one thread) and slowdown against cross-entropy training of the same model (the "
             "members); the first steps include torch.compile of the fused losses.",

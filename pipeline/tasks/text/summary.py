@@ -16,7 +16,9 @@ import pandas as pd
 
 from pipeline.methods import label, order
 from pipeline.tables import (
+    CONFIDENCE,
     Table,
+    confidence_table,
     fmt_mean_std,
     history_run,
     mean_std,
@@ -29,12 +31,6 @@ SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 
 
 LABELS = {"accuracy": "Acc", "nll": "NLL", "perplexity": "PPL", "agreement": "Agree"}
-CONFIDENCE = {"top_prob": "mean top prob", "confident_share": "share top"}
-"""How confident members and ensemble are on test tokens (as the translation task's table)."""
-
-
-def _level(measure: str) -> str:
-    return f" {measure}" if measure else ""
 
 
 REFERENCE = "end"
@@ -98,7 +94,6 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
     keys = ["vocab", "group", "split", "metric", "measure"]
     sweep = mean_std(tidy, keys)
     tidy = tidy.sort_values(keys, kind="stable")  # columns appear in the order of the sweep
-    conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
     main_rows = tidy[(tidy["split"] == "test") & ~tidy["metric"].isin(["prr", *CONFIDENCE])]
     prr_rows = tidy[tidy["metric"] == "prr"]
     ood_rows = tidy[tidy["metric"] == "ood_auroc"]
@@ -108,9 +103,7 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
         "convergence": Table(convergence(tidy, histories), index=False),
         "main": summary_table(main_rows, main_rows["metric"].map(LABELS), by="vocab"),
         "prr": summary_table(prr_rows, "PRR " + prr_rows["measure"], by="vocab"),
-        "confidence": summary_table(
-            conf, conf["metric"].map(CONFIDENCE) + conf["measure"].map(_level), by="vocab"
-        ),
+        "confidence": confidence_table(tidy),
         "ood": summary_table(
             ood_rows,
             ood_rows["split"].str.removeprefix("ood_") + " " + ood_rows["measure"],

@@ -36,13 +36,16 @@ from pipeline.io import (
     sha256_file,
 )
 from pipeline.maths.stats import TeacherStats, online_teacher_stats
-from pipeline.maths.tokens import categorical_tokens, ensemble_tokens
+from pipeline.maths.tokens import categorical_tokens, ensemble_tokens, tail_log_mean
 from pipeline.progress import JOB, Progress
 from pipeline.tasks.text import corpus as TD
 from pipeline.tasks.text.model import load_lm, load_members, member_logits, token_eval, trim
 
 RULE = "cache_teacher"  # the rule that writes the teacher cache
 TRAIN = "train"  # the teacher artifact's split of the train features
+TAIL = "tail_log_mean"
+"""The test split's key of the ensemble's mean ``ln pi_bar_c`` over the classes below its top
+one, per token (:func:`pipeline.maths.tokens.tail_log_mean`)."""
 MARGINAL_SENTENCES = 2000
 """Training sequences the ensemble's class marginal is averaged over (``init_bias``)."""
 
@@ -68,7 +71,8 @@ def build_teacher(
 ) -> dict:
     """Per-token outputs of every member and of the ensemble on the evaluation splits:
     ``out/{split}.safetensors`` with ``target``, ``seq`` (sequence index) and
-    ``{system}.{logp_y, pred, <score>}``; ``out/manifest.json``."""
+    ``{system}.{logp_y, pred, <score>}``, on ``test`` also :data:`TAIL` (the ensemble's);
+    ``out/manifest.json``."""
     manifest = TD.load_manifest(data_dir)
     loaded = [load_lm(p) for p in member_paths]
     members = [m for m, _ in loaded]
@@ -100,6 +104,8 @@ def build_teacher(
                 for key, v in d.items():
                     parts.setdefault(f"{system}.{key}", []).append(v)
             parts.setdefault("target", []).append(y.to(torch.int32))
+            if split == "test":  # how small the ensemble's tail is (the paper's regime)
+                parts.setdefault(TAIL, []).append(tail_log_mean(z).float())
         tensors = {k: torch.cat(v) for k, v in parts.items()}
         lengths = (seqs["targets"] >= 0).sum(1)
         tensors["seq"] = torch.repeat_interleave(torch.arange(len(lengths)), lengths).int()

@@ -24,6 +24,7 @@ import sacrebleu
 import torch
 
 from pipeline.maths import metrics as Mx
+from pipeline.maths.tokens import CONFIDENT
 from pipeline.maths.uncertainty import SCORES
 from pipeline.tasks.translation import data as TD
 from pipeline.tasks.translation import vocab as Vb
@@ -31,9 +32,6 @@ from pipeline.tasks.translation.systems import decode, hypothesis_outputs, refer
 from pipeline.tasks.translation.teacher import check_manifest, load_split, split_pairs
 
 SEQ_SCORES = (*SCORES, "seq_nll")
-CONFIDENT = (0.5, 0.9)
-"""Shares of reference tokens whose top class holds more than each of these (label smoothing 0.1
-caps a member's top probability near 0.9, so the 0.5 share says more of a smoothed member)."""
 
 
 def signatures() -> dict[str, str]:

@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.methods import label
-from pipeline.tables import Table, fmt_mean_std, mean_std, speed_table, summary_table
+from pipeline.tables import (
+    Table,
+    confidence_table,
+    fmt_mean_std,
+    mean_std,
+    speed_table,
+    summary_table,
+)
 
 LABELS = {
     "bleu": "BLEU",
@@ -22,11 +29,6 @@ LABELS = {
     "accuracy": "Acc",
     "agreement": "Agree",
 }
-CONFIDENCE = {
-    "top_prob": "mean top prob",
-    "confident_share": "share top",
-    "tail_log_mean": "mean ln π̄ tail",
-}
 __all__ = ["convergence", "tables"]
 
 KEY_MEASURES = ("total", "knowledge", "seq_nll")
@@ -34,10 +36,6 @@ SHORT = {"total": "TU", "knowledge": "MI", "seq_nll": "−lnP/L"}
 REFERENCE = "end"
 BLEU_GAP = 0.5
 """EnD within this much BLEU of a single member counts as converged."""
-
-
-def _level(measure: str) -> str:
-    return f" {measure}" if measure else ""
 
 
 def convergence(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +73,6 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
     quality = tidy[tidy["metric"].isin(list(LABELS))]
     main = quality[quality["split"] == "test"]
     shift = quality[quality["split"] == "shift"]
-    conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
     prr = tidy[tidy["metric"] == "prr"]
     ood = tidy[tidy["metric"] == "ood_auroc"]
     key = ood[ood["measure"].isin(KEY_MEASURES)]
@@ -84,9 +81,7 @@ def tables(tidy: pd.DataFrame, histories: list[Path] | None = None) -> dict[str,
         "convergence": Table(convergence(tidy), index=False),
         "main": summary_table(main, main["metric"].map(LABELS), by="vocab"),
         "shift": summary_table(shift, shift["metric"].map(LABELS), by="vocab"),
-        "confidence": summary_table(
-            conf, conf["metric"].map(CONFIDENCE) + conf["measure"].map(_level), by="vocab"
-        ),
+        "confidence": confidence_table(tidy),
         "prr": summary_table(prr, "PRR " + prr["measure"], by="vocab"),
         "ood": summary_table(
             ood, ood["split"].str.removeprefix("ood_") + " " + ood["measure"], by="vocab"

@@ -28,6 +28,7 @@ from pipeline.io import (
     read_tensors,
     sha256_file,
 )
+from pipeline.maths import tokens as Tk
 from pipeline.tasks.translation import data as TD
 from pipeline.tasks.translation.batches import Pairs
 from pipeline.tasks.translation.model import load_model
@@ -53,15 +54,12 @@ def split_pairs(d: dict, size: int | None = None) -> tuple[list, Pairs | None]:
 
 @torch.no_grad()
 def tail_log_mean(members, pairs: Pairs, device, batch: int = 64) -> torch.Tensor:
-    """``[R]`` per reference token: the mean of ``ln pi_bar_c`` over the ``V - 1`` classes
-    below the ensemble's top one (how small the tail is, the paper's regime)."""
+    """``[R]`` float32 per reference token: :func:`pipeline.maths.tokens.tail_log_mean` of the
+    members' outputs under teacher forcing (how small the ensemble's tail is)."""
     out = []
     for i in range(0, len(pairs), batch):
         x = pairs.packed(range(i, min(i + batch, len(pairs)))).to(device)
-        pbar = sum(torch.softmax(m(x).double(), -1) for m in members) / len(members)
-        logp = torch.log(pbar.clamp_min(1e-300))
-        top = logp.max(-1).values
-        out.append(((logp.sum(-1) - top) / (logp.shape[1] - 1)).float().cpu())
+        out.append(Tk.tail_log_mean([m(x) for m in members]).float().cpu())
     return torch.cat(out)
 
 

@@ -102,6 +102,12 @@ def test_members_and_ensemble_metrics_match_direct_computation(trained):
     assert _metric(member, "agreement") == pytest.approx(
         float((p3.argmax(1) == ens_p.argmax(1)).double().mean())
     )
+    # the ensemble's tail: mean ln pi_bar over the V - 1 classes below its top one, per token
+    ens_t = _evaluate(d, data, "ensemble", "tail")
+    logp = torch.log(ens_p)
+    tail = (logp.sum(1) - logp.max(1).values) / (logp.shape[1] - 1)
+    assert _metric(ens_t, "tail_log_mean") == pytest.approx(float(tail.mean()), rel=1e-6)
+    assert "tail_log_mean" not in set(member["metric"])  # the ensemble's only
     assert list(member.columns[:4]) == ["system", "group", "seed", "vocab"]
     assert set(member["vocab"]) == {20} and set(member["seed"]) == {3}
     ens = _evaluate(d, data, "ensemble", "e")
@@ -157,3 +163,24 @@ def test_fast_token_measures_match_the_float64_reference(k):
         assert torch.equal(fast["pred"].long(), ref["probs"].argmax(1))
         want = torch.log(ref["probs"][torch.arange(150), y])
         torch.testing.assert_close(fast["logp_y"].double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_tail_log_mean_against_scipy_and_beyond_float32():
+    """Mean ln pi_bar over the classes below the top one: equals scipy's float64 softmax mean
+    across several row blocks; a tail ~300 nats down (0 in float32) stays finite and exact."""
+    from scipy.special import softmax
+
+    g = torch.Generator().manual_seed(0)
+    k = 3000  # ROW_BLOCK // 3000 = 87 rows a block: 200 rows are three blocks
+    z = [torch.randn(200, k, generator=g) * 4 for _ in range(3)]
+    pbar = np.mean([softmax(m.double().numpy(), axis=1) for m in z], axis=0)
+    logp = np.log(pbar)
+    want = (logp.sum(1) - logp.max(1)) / (k - 1)
+    got = TK.tail_log_mean(z)
+    assert got.dtype == torch.float64 and got.shape == (200,)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    far = torch.tensor([[300.0, 0.0, 0.0, 0.0]])  # one member, tail at e^-300 of the head
+    assert float(torch.softmax(far, -1)[0, 1]) == 0.0  # float32 has lost the tail
+    assert TK.tail_log_mean([far]).item() == pytest.approx(-300.0 - np.log1p(3 * np.exp(-300)))
+    with pytest.raises(ValueError, match="V=1"):
+        TK.tail_log_mean([torch.zeros(3, 1)])
