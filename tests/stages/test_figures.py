@@ -356,3 +356,20 @@ def test_palette_gives_a_runs_variants_distinct_colours():
     assert pal["end"] == methods.COLORS["end"] and pal["member"] == methods.COLORS["member"]
     variants = [pal[g] for g in ("end2_orig", "pd_end2_bias", "pd_end2_moff0")]
     assert len(set(variants)) == 3 and set(variants) <= set(methods.VARIANT_PALETTE)
+
+
+def test_outlier_limits_keep_a_method_that_fails_as_a_group_and_mark_a_lone_point():
+    """The quick look's BLEU: members 5.5-6.4, students 2.9-4.3, both EnD² variants 0.3-1.1;
+    every value is on the axis. The token sweep's NLL gaps: all within 0.1 but one at 1.72;
+    that one is left to the edge marker."""
+    ref = [5.47, 6.10, 5.81, 5.85, 6.10, 6.40]
+    bleu = [3.54, 3.04, 0.43, 0.60, 0.29, 1.12, 4.33, 3.39, 3.06, 2.90]
+    lo, hi = plotting.outlier_limits(bleu, ref)
+    assert lo < 0.29 and hi > 6.40
+    gaps = [0.01, 0.02, 0.03, 0.08, 0.09, 0.05, 0.04, 0.06, 1.72, 0.0, 0.03]
+    lo, hi = plotting.outlier_limits(gaps, [0.02, 0.04, 0.03, 0.05])
+    assert 0.09 < hi < 0.5 and lo < 0.0
+    agree = [0.93, 0.95, 0.94, 0.86, 0.87, 0.92, 0.109, 0.80]
+    lo, hi = plotting.outlier_limits(agree, [0.854, 0.882, 1.0])
+    assert 0.109 < lo < 0.80 and hi > 1.0
+    assert plotting.outlier_limits([np.nan], []) == (-1.0, 1.0)  # nothing finite to show
