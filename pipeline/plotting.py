@@ -318,13 +318,10 @@ def read_sweep(sweep: Path) -> pd.DataFrame:
 
 
 def outlier_limits(values, reference) -> tuple[float, float]:
-    """An axis range that holds the ``reference`` values (a member's band, the ensemble) and
-    every one of ``values`` except outliers: a value beyond Tukey's far-out fence, 3x the
-    spread outside the quartiles of references and values together (the spread: their
-    interquartile range or the references' range, whichever is larger). A method that falls far
-    below the rest as a group (EnD² at 1 BLEU where the others reach 4 to 6) sets the axis; a
-    lone point far from everything (1.7 nats where the rest lie within 0.2) does not
-    (:func:`sweep_panel` draws it at the edge with its value)."""
+    """An axis range holding the ``reference`` values (member band, ensemble) and ``values``
+    but outliers: beyond Tukey's far-out fence, 3 spreads (interquartile range of all, or the
+    references' range if larger) outside the quartiles. A method failing as a group (EnD² at 1
+    BLEU, the rest at 4-6) sets the axis; a lone 1.7 nats amid gaps < 0.2 is drawn at the edge."""
     ref = np.asarray(reference, dtype=float)
     ref = ref[np.isfinite(ref)]
     vals = np.asarray(values, dtype=float)

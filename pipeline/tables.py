@@ -107,10 +107,32 @@ ensemble's mean ``ln pi_bar`` over the classes below its top one."""
 
 def confidence_table(tidy: pd.DataFrame) -> Table:
     """The :data:`CONFIDENCE` rows of ``tidy`` per V (:func:`summary_table`), a column per
-    metric and level (``share top >0.9``)."""
+    metric and level (``share top >0.9``) in :data:`CONFIDENCE`'s order."""
     conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
     level = conf["measure"].map(lambda m: f" {m}" if m else "")
-    return summary_table(conf, conf["metric"].map(CONFIDENCE) + level, by="vocab")
+    table = summary_table(conf, conf["metric"].map(CONFIDENCE) + level, by="vocab")
+    rank = {label: i for i, label in enumerate(CONFIDENCE.values())}
+    cols = [c for c in table.frame.columns if c not in ("V", "system")]
+    cols.sort(key=lambda c: next(i for lab, i in rank.items() if c.startswith(lab)))  # stable
+    table.frame = table.frame[["V", "system", *cols]].fillna("–")  # a member has no tail row
+    return table
+
+
+def confidence_side_by_side(tidies: dict[str, pd.DataFrame]) -> Table:
+    """:func:`confidence_table` of each run in ``tidies`` (a label, e.g. its results folder,
+    -> its tidy metrics; the members' and the ensemble's rows suffice), one block of rows per run
+    under a leading ``run`` column, the columns of every run (``–`` where a run has none)."""
+    if not tidies:
+        raise ValueError("no run given")
+    frames = []
+    for name, tidy in tidies.items():
+        keys = ["vocab", "group", "split", "metric", "measure"]
+        t = confidence_table(tidy.sort_values(keys, kind="stable")).frame
+        if not len(t):
+            raise ValueError(f"run {name!r} has no confidence metrics (members, ensemble)")
+        frames.append(t.assign(run=name))
+    out = pd.concat(frames, ignore_index=True).fillna("–")
+    return Table(out[["run", *[c for c in out.columns if c != "run"]]], index=False)
 
 
 def resources_table(records: list[Path], root: Path | None = None) -> pd.DataFrame:

@@ -133,3 +133,28 @@ def test_missing_corpus_is_named(translation_smoke, tmp_path):
     bad = {**cfg, "results": str(tmp_path / "r"), "dataset": {**cfg["dataset"], "root": "nowhere"}}
     r = snakemake("-n", "--configfile", write_config(bad, tmp_path / "bad.yaml"))
     assert r.returncode != 0 and "nowhere/usr/share/sword/mods.d" in r.stdout + r.stderr
+
+
+def test_confidence_side_by_side_with_the_token_task(translation_smoke, text_smoke, tmp_path):
+    """scripts/confidence.py puts the two runs' confidence tables one under the other: each
+    block is that run's own tables/confidence.csv, read from its members' and ensemble's
+    evaluations alone; a folder without them is refused by name."""
+    _, _, tr = translation_smoke
+    _, _, tx = text_smoke
+    out = subprocess.run(
+        [sys.executable, "scripts/confidence.py", str(tx), str(tr), "--out", tmp_path / "c.csv"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "mean ln π̄ tail" in out.splitlines()[0]
+    both = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert list(both["run"].unique()) == [tx.name, tr.name]
+    for run in (tx, tr):
+        own = pd.read_csv(run / "tables" / "confidence.csv", keep_default_na=False)
+        block = both[both["run"] == run.name].drop(columns="run").reset_index(drop=True)
+        pd.testing.assert_frame_equal(block[own.columns], own, check_dtype=False)
+        assert list(block.columns[2:]) == list(own.columns[2:])  # the same columns, same order
+    bad = subprocess.run(
+        [sys.executable, "scripts/confidence.py", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "no V*/eval/member-*" in bad.stderr
