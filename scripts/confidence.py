@@ -32,6 +32,16 @@ def run_metrics(run: Path):
     return pd.concat([read_tidy(f) for f in files], ignore_index=True)
 
 
+def labels(runs: list[Path]) -> list[tuple[str, Path]]:
+    """Each run labelled by its folder's name, or by the path as given where two names agree
+    (``a/results``, ``b/results``); the same folder twice is refused."""
+    if len({r.resolve() for r in runs}) < len(runs):
+        raise SystemExit(f"a run is given twice: {' '.join(map(str, runs))}")
+    names = [r.name for r in runs]
+    unique = len(set(names)) == len(names)
+    return [(r.name if unique else str(r), r) for r in runs]
+
+
 def main(argv: list[str] | None = None) -> str:
     from pipeline.tables import confidence_side_by_side
 
@@ -40,7 +50,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--out", type=Path, help="also write the table as CSV here")
     a = ap.parse_args(argv)
     try:
-        table = confidence_side_by_side({r.name: run_metrics(r) for r in a.runs}).frame
+        table = confidence_side_by_side({k: run_metrics(r) for k, r in labels(a.runs)}).frame
     except ValueError as e:
         raise SystemExit(str(e)) from None
     if a.out:

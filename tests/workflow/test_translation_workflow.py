@@ -147,10 +147,11 @@ def test_confidence_side_by_side_with_the_token_task(translation_smoke, text_smo
     ).stdout  # fmt: skip
     assert "mean ln π̄ tail" in out.splitlines()[0]
     both = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
-    assert list(both["run"].unique()) == [tx.name, tr.name]
+    # both folders are called results/: each is then labelled by its path
+    assert list(both["run"].unique()) == [str(tx), str(tr)]
     for run in (tx, tr):
         own = pd.read_csv(run / "tables" / "confidence.csv", keep_default_na=False)
-        block = both[both["run"] == run.name].drop(columns="run").reset_index(drop=True)
+        block = both[both["run"] == str(run)].drop(columns="run").reset_index(drop=True)
         pd.testing.assert_frame_equal(block[own.columns], own, check_dtype=False)
         assert list(block.columns[2:]) == list(own.columns[2:])  # the same columns, same order
     bad = subprocess.run(
@@ -158,3 +159,8 @@ def test_confidence_side_by_side_with_the_token_task(translation_smoke, text_smo
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode != 0 and "no V*/eval/member-*" in bad.stderr
+    twice = subprocess.run(
+        [sys.executable, "scripts/confidence.py", str(tr), str(tr)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert twice.returncode != 0 and "given twice" in twice.stderr
