@@ -109,12 +109,11 @@ def confidence_table(tidy: pd.DataFrame) -> Table:
     """The :data:`CONFIDENCE` rows of ``tidy`` per V (:func:`summary_table`), a column per
     metric and level (``share top >0.9``) in :data:`CONFIDENCE`'s order."""
     conf = tidy[tidy["metric"].isin(list(CONFIDENCE))]
+    rank = conf["metric"].map(list(CONFIDENCE).index)
+    conf = conf.assign(_r=rank).sort_values(["_r", "measure"], kind="stable")  # column order
     level = conf["measure"].map(lambda m: f" {m}" if m else "")
     table = summary_table(conf, conf["metric"].map(CONFIDENCE) + level, by="vocab")
-    rank = {label: i for i, label in enumerate(CONFIDENCE.values())}
-    cols = [c for c in table.frame.columns if c not in ("V", "system")]
-    cols.sort(key=lambda c: next(i for lab, i in rank.items() if c.startswith(lab)))  # stable
-    table.frame = table.frame[["V", "system", *cols]].fillna("–")  # a member has no tail row
+    table.frame = table.frame.fillna("–")  # a member has no tail row
     return table
 
 
@@ -126,8 +125,7 @@ def confidence_side_by_side(tidies: dict[str, pd.DataFrame]) -> Table:
         raise ValueError("no run given")
     frames = []
     for name, tidy in tidies.items():
-        keys = ["vocab", "group", "split", "metric", "measure"]
-        t = confidence_table(tidy.sort_values(keys, kind="stable")).frame
+        t = confidence_table(tidy).frame
         if not len(t):
             raise ValueError(f"run {name!r} has no confidence metrics (members, ensemble)")
         frames.append(t.assign(run=name))
