@@ -104,7 +104,11 @@ def test_students_on_the_ensemble_s_translations_read_them_at_their_v():
     learning-rate trials those at the search's V; the decoded rows cover the trials' pairs too."""
     cfg = config(
         "translation_full",
-        **{"students.targets": "ensemble", "ensemble_translations": {"shards": 3}},
+        **{
+            "students.targets": "ensemble",
+            "students.train_pairs": 14000,
+            "ensemble_translations": {"shards": 3},
+        },
     )
     p = Plan(cfg, spec("translation"))
     assert p.ensemble_targets and p.translation_shards == [0, 1, 2]
@@ -116,6 +120,8 @@ def test_students_on_the_ensemble_s_translations_read_them_at_their_v():
     }
     assert p.translated_pairs(4000) == ["14000", "3000"] and p.translated_pairs(1000) == ["14000"]
     assert p.translation_config() == {"beam": 5, "alpha": 1.0, "batch": 32}
+    whole = Plan(config("translation_full", **{"students.targets": "ensemble"}), spec("translation"))
+    assert whole.translated_pairs(4000) == ["all", "3000"]  # students on the whole split
     reference = Plan(config("translation_full"), spec("translation"))
     assert not reference.ensemble_targets and reference.student_data_inputs() == {}
     assert "translations" not in reference.student_config("end", 1000)
