@@ -120,7 +120,8 @@ def test_students_on_the_ensemble_s_translations_read_them_at_their_v():
     }
     assert p.translated_pairs(4000) == ["14000", "3000"] and p.translated_pairs(1000) == ["14000"]
     assert p.translation_config() == {"beam": 5, "alpha": 1.0, "batch": 32}
-    whole = Plan(config("translation_full", **{"students.targets": "ensemble"}), spec("translation"))
+    whole_split = config("translation_full", **{"students.targets": "ensemble"})
+    whole = Plan(whole_split, spec("translation"))
     assert whole.translated_pairs(4000) == ["all", "3000"]  # students on the whole split
     reference = Plan(config("translation_full"), spec("translation"))
     assert not reference.ensemble_targets and reference.student_data_inputs() == {}
