@@ -3,7 +3,8 @@
 
 * ``translation_sweep``     the headline: test BLEU against the target vocabulary V, one line per
   method (mean ± std over seeds), a single member's band and the ensemble's line; agreement with
-  the ensemble beside it; legends outside the data, outliers marked at the axis edge
+  the ensemble beside it (without the ensemble's own line, 1 by definition, which would only
+  stretch the axis); legends outside the data, outliers marked at the axis edge
 * ``translation_curves``    val agreement and NLL gap against steps, a column per V
   (:func:`pipeline.plotting.learning_curves`)
 * ``translation_gradients`` the gradient diagnostic on real validation tokens
@@ -28,7 +29,11 @@ from pipeline.plotting import (
 
 __all__ = ["translation_curves", "translation_gradients", "translation_sweep"]
 
-PANELS = (("bleu", "test BLEU"), ("agreement", "test top-1 agreement\nwith the ensemble"))
+PANELS = (
+    ("bleu", "test BLEU", True),
+    ("agreement", "test top-1 agreement\nwith the ensemble", False),
+)
+"""(metric, y label, whether the ensemble's own line is drawn)."""
 
 
 def translation_sweep(out: Path, sweep: Path) -> list[Path]:
@@ -37,8 +42,8 @@ def translation_sweep(out: Path, sweep: Path) -> list[Path]:
     test = s[s["split"] == "test"]
     groups = sorted(set(test["group"]) - {"member", "ensemble"}, key=order)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5.0 * len(PANELS) + 2.2, 3.8))
-    for ax, (metric, ylabel) in zip(axes, PANELS, strict=True):
-        sweep_panel(ax, test[test["metric"] == metric], groups, ylabel)
+    for ax, (metric, ylabel, ensemble) in zip(axes, PANELS, strict=True):
+        sweep_panel(ax, test[test["metric"] == metric], groups, ylabel, ensemble=ensemble)
         ax.set_xlabel("target vocabulary V (classes)")
     legend_outside(fig, axes)
     return save(fig, out, "translation_sweep")
