@@ -228,12 +228,15 @@ def learning_curves(out: Path, curves: list[Path], name: str = "learning_curves"
                 ax.set_ylabel(ylabel)
             if i == 0:
                 ax.set_title(f"V = {v:,}")
-    handles = {}  # every group of every panel, once (a group may run at some V only)
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
-    axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7)
-    fig.tight_layout()
+    # every group of every panel once (a group may run at some V only), in the registry's
+    # order with the member's bar last, outside the panels so that no legend hides a curve
+    groups = {label(g): g for g in d["group"].unique()}
+    legend_outside(
+        fig,
+        list(axes.flat),
+        right=1 - 1.9 / fig.get_figwidth(),
+        sort_key=lambda lab: (lab not in groups, order(groups[lab]) if lab in groups else 0),
+    )
     return save(fig, out, name)
 
 
@@ -389,12 +392,15 @@ def sweep_panel(ax, rows: pd.DataFrame, groups, ylabel: str, shift=None, ensembl
     ax.grid(alpha=0.3)
 
 
-def legend_outside(fig, axes, right: float = 0.80) -> None:
-    """One legend of every labelled line of ``axes`` (each label once), right of the panels."""
+def legend_outside(fig, axes, right: float = 0.80, sort_key=None) -> None:
+    """One legend of every labelled line of ``axes`` (each label once), right of the panels;
+    in order of appearance, or sorted by ``sort_key`` (label -> key) if given."""
     handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
+    if sort_key is not None:
+        handles = {lab: handles[lab] for lab in sorted(handles, key=sort_key)}
     fig.legend(handles.values(), handles.keys(), loc="center left",
                bbox_to_anchor=(right, 0.5), fontsize=8, frameon=False)  # fmt: skip
     fig.tight_layout(rect=(0, 0, right, 1))

@@ -331,8 +331,10 @@ def test_the_gradient_diagnostic_at_several_vocabularies_draws_each_v_and_the_sh
 def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colours(
     tmp_path, drawn
 ):
-    """A group that runs at the second V only is still in the legend, and two variants whose
-    name-hash colours collide (pd_end2_moff0, pd_end2_bias) are drawn in different colours."""
+    """A group that runs at the second V only is still in the legend, which sits outside the
+    panels (one figure legend, no panel legend over the curves) in the registry's order with
+    the member's bar last, and two variants whose name-hash colours collide (pd_end2_moff0,
+    pd_end2_bias) are drawn in different colours."""
     files = fake_curves(tmp_path / "runs")
     for group in ("pd_end2_bias", "end_bias"):  # at V = 1000 only
         d = tmp_path / "runs" / "V1000" / "students" / group / "seed0"
@@ -342,8 +344,15 @@ def test_learning_curves_legend_names_every_group_and_variants_get_distinct_colo
     plotting.set_palette(["end", "pd_end2_moff0", "pd_end2_bias", "end_bias"])
     TF.learning_curves(tmp_path / "fig", files)
     fig = drawn["learning_curves"]
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (figlegend,) = fig.legends
+    legend = [t.get_text() for t in figlegend.get_texts()]
     assert {"EnD", "PD-EnD² moff0", "PD-EnD² bias", "EnD bias", "single member"} == set(legend)
+    assert legend[-1] == "single member" and legend.index("EnD") < legend.index("EnD bias")
+    right = max(ax.get_position().x1 for ax in fig.axes)
+    fig.canvas.draw()
+    box = figlegend.get_window_extent().transformed(fig.transFigure.inverted())
+    assert box.x0 >= right
     colours = {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()}
     assert colours["PD-EnD² moff0"] != colours["PD-EnD² bias"]
     plt.close(fig)
