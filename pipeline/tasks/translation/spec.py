@@ -118,8 +118,8 @@ SPEC = TaskSpec(
             "(shift books, word-permuted sources, English Austen sentences as source).",
             # ``speed`` (tables/speed.md, the jobs' own throughput) is written but not
             # published: on a shared 2-core machine a job's speed is its neighbours' as much as
-            # its method's (translation_full's members ran an epoch in 352 s on a quiet machine
-            # and in 2,882 s beside other jobs); the methods' speeds are the benchmark's
+            # its method's (translation_full's three members at V = 4,000, one model and one
+            # data set, took 314 to 3,335 s an epoch); the methods' speeds are the benchmark's
             # (benchmarks/bench_translation.py, docs/performance.md).
         },
         figures=("translation_sweep", "translation_curves", "translation_gradients"),
