@@ -211,13 +211,8 @@ def learning_curves(out: Path, curves: list[Path], name: str = "learning_curves"
                 g = dv[dv["group"] == group].groupby("step")[col].agg(["mean", "std"])
                 mean_band(ax, g, group, lw=1.4)
             if col == "val_agreement":
-                ax.axhline(
-                    dv["member_agreement"].mean(),
-                    color="gray",
-                    ls="--",
-                    lw=1,
-                    label="single member",
-                )
+                bar = dv["member_agreement"].mean()
+                ax.axhline(bar, color="gray", ls="--", lw=1, label="single member")
                 ax.set_ylim(0, 1)
             else:
                 ax.axhline(0.0, color="black", lw=0.8)
@@ -230,13 +225,9 @@ def learning_curves(out: Path, curves: list[Path], name: str = "learning_curves"
                 ax.set_title(f"V = {v:,}")
     # every group of every panel once (a group may run at some V only), in the registry's
     # order with the member's bar last, outside the panels so that no legend hides a curve
-    groups = {label(g): g for g in d["group"].unique()}
-    legend_outside(
-        fig,
-        list(axes.flat),
-        right=1 - 1.9 / fig.get_figwidth(),
-        sort_key=lambda lab: (lab not in groups, order(groups[lab]) if lab in groups else 0),
-    )
+    key = {label(g): (0, order(g)) for g in d["group"].unique()}
+    right = 1 - 1.9 / fig.get_figwidth()
+    legend_outside(fig, list(axes.flat), right, sort_key=lambda lab: key.get(lab, (1,)))
     return save(fig, out, name)
 
 
