@@ -374,8 +374,10 @@ def sweep_panel(ax, rows: pd.DataFrame, groups, ylabel: str, shift=None, ensembl
                 k = marked[x, low] = marked.get((x, low), -1) + 1
                 ax.plot([x], [c], marker="v" if low else "^", color=color(g), ms=9)
                 dy = 4 + 9 * k if low else -10 - 9 * k
-                ax.annotate(f"{yv:.2f}", (x, c), textcoords="offset points",
-                            xytext=(5, dy), fontsize=7, color=color(g))  # fmt: skip
+                end = x == rows["vocab"].max()  # at the right edge: written left of the mark
+                ax.annotate(f"{yv:.2f}", (x, c), textcoords="offset points", fontsize=7,
+                            xytext=(-7 if end else 5, dy), ha="right" if end else "left",
+                            color=color(g))  # fmt: skip
     vocabs = sorted(set(rows["vocab"]))
     ax.set(xscale="log", xlabel="number of classes V", ylabel=ylabel, ylim=(lo, hi))
     ax.set_xticks(vocabs, [f"{int(v):,}" for v in vocabs])
