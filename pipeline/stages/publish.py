@@ -65,10 +65,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_kernels() -> str:
+    """The instruction set torch's CPU kernels use on this host (``AVX2``, ``AVX512``, ...).
+    Hosts with the same model name may differ here, and so may a trained student's last digits:
+    float sums are ordered differently per instruction set, and training amplifies that."""
+    import torch  # only here: the rest of the stage needs no torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def provenance(results: Path, repo: Path = REPO) -> str:
     """Where the numbers come from: the code's commit (:func:`code_commit`), the jobs' own
     resource records (``tables/resources.csv``: how many, their job-hours, on which devices)
-    and the host that published."""
+    and the host that published (its CPU and the instruction set of torch's CPU kernels)."""
     parts = [f"Code: commit {code_commit(repo)}."]
     table = results / "tables" / "resources.csv"
     if table.is_file():
@@ -82,7 +91,10 @@ def provenance(results: Path, repo: Path = REPO) -> str:
             f"Jobs: {len(r)} resource records, {r['wall_s'].sum() / 3600:.1f} job-hours "
             f"(a job resumed from its checkpoint counts its last process only): {devices}."
         )
-    parts.append(f"Published on `{platform.node()}` ({cpu_model()}, {os.cpu_count()} cores).")
+    parts.append(
+        f"Published on `{platform.node()}` ({cpu_model()}, {os.cpu_count()} cores, "
+        f"torch CPU kernels {cpu_kernels()})."
+    )
     return " ".join(parts)
 
 

@@ -5,6 +5,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.stages import publish
 from pipeline.tasks import TASKS, spec
@@ -65,7 +66,7 @@ def test_no_two_tasks_publish_to_the_same_file():
 def test_provenance_names_the_commit_the_jobs_and_the_host(tmp_path):
     """The commit of the code (marked where pipeline/, workflow/, config/ or the Snakefile
     differ from it; unknown outside git), the jobs' records summed to job-hours per device, and
-    the host's CPU."""
+    the host's CPU with the instruction set torch's kernels use there."""
     results = tmp_path / "run"
     (results / "tables").mkdir(parents=True)
     pd.DataFrame(
@@ -78,6 +79,7 @@ def test_provenance_names_the_commit_the_jobs_and_the_host(tmp_path):
     assert "3 resource records, 2.0 job-hours" in text
     assert "2 on cpu (x86_64), 1 thread;" in text and "1 on cuda:0 (H200), 4 threads." in text
     assert f"{publish.cpu_model()}, " in text
+    assert f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()})." in text
     if shutil.which("git") is None:
         pytest.skip("no git here")
     repo = tmp_path / "repo"
